@@ -1,0 +1,11 @@
+# The two commands of the README: `make demo` (the main job on an embedded default) and `make test`.
+# Both run `make setup` first, which is idempotent and quick when already done.
+.PHONY: setup demo test
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@bash scripts/demo.sh
+
+test: setup
+	@bash scripts/run_tests.sh

@@ -1,0 +1,179 @@
+"""Checkpoint I/O: one safetensors file per model (weights + metadata). Nothing is ever unpickled.
+
+Layout: tensors ``depth.<name>`` (the depth network) and optionally ``pose.<name>`` (the pose network).
+Metadata (all strings): ``format`` ("dna-depth/1"), ``model`` (registry name), ``config`` (the DepthConfig as
+JSON: encoder, decoder, normalisation, input size, depth range), ``input_size`` ("HxW"), ``normalization``,
+``depth_range`` ("min,max" metres), ``provenance`` (JSON: where the weights came from) and ``training_config``
+(JSON, may be "{}"). Files are written atomically (temporary file + rename).
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from dna_depth_core.models.depth_net import DepthConfig, DepthNet
+
+FORMAT = "dna-depth/1"
+
+
+def _atomic_write(path: str, write_fn) -> None:
+    """Write through ``write_fn(tmp_path)`` to a temporary file beside ``path``, then rename it into place."""
+    path = os.path.abspath(os.fspath(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _plain_state(module: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared storage; clone to contiguous CPU tensors.
+    return {f"{prefix}{k}": v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(net: DepthNet, path: str, pose_net: nn.Module | None = None,
+                    provenance: dict[str, Any] | None = None,
+                    training_config: dict[str, Any] | None = None) -> None:
+    """Save ``net`` (and optionally ``pose_net``) to one safetensors file at ``path``, atomically."""
+    from safetensors.torch import save_file
+
+    if not isinstance(net, DepthNet):
+        raise ValueError(f"net: expected a DepthNet, got {type(net).__name__}")
+    cfg = net.config
+    tensors = _plain_state(net, "depth.")
+    if pose_net is not None:
+        tensors.update(_plain_state(pose_net, "pose."))
+    metadata = {
+        "format": FORMAT,
+        "model": cfg.name,
+        "config": cfg.to_json(),
+        "input_size": f"{cfg.height}x{cfg.width}",
+        "normalization": cfg.normalization,
+        "depth_range": f"{cfg.min_depth},{cfg.max_depth}",
+        "provenance": json.dumps(provenance or {}, sort_keys=True),
+        "training_config": json.dumps(training_config or {}, sort_keys=True, default=str),
+    }
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def _check_safetensors_file(path: str) -> None:
+    """Name the problem of a file that is not a complete safetensors file (missing, empty, truncated, garbage)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint {path}: not a file")
+    size = os.path.getsize(path)
+    if size < 8:
+        raise ValueError(f"checkpoint {path}: file is empty or truncated ({size} bytes)")
+    with open(path, "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        if header_len > size - 8:
+            raise ValueError(f"checkpoint {path}: not a safetensors file, or truncated "
+                             f"(header claims {header_len} bytes, file has {size})")
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"checkpoint {path}: corrupt safetensors header ({exc})") from exc
+    if not isinstance(header, dict):
+        raise ValueError(f"checkpoint {path}: corrupt safetensors header")
+    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    have = size - 8 - header_len
+    if end > have:
+        raise ValueError(f"checkpoint {path}: truncated (tensor data needs {end} bytes, file holds {have})")
+
+
+def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Return ``(tensors, metadata)`` of a dna-depth checkpoint; raise naming the problem if it is not one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = os.fspath(path)
+    if path.endswith((".pth", ".pt", ".ckpt")) and not path.endswith(".safetensors"):
+        raise ValueError(f"checkpoint {path}: expected a .safetensors file; convert the authors' .pth folders "
+                         f"with `dna-depth convert-official`")
+    _check_safetensors_file(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+        tensors = load_file(path)
+    except SafetensorError as exc:
+        raise ValueError(f"checkpoint {path}: corrupt safetensors file ({exc})") from exc
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {path}: not a dna-depth checkpoint (format={metadata.get('format')!r}, "
+                         f"expected {FORMAT!r})")
+    return tensors, metadata
+
+
+def _load_into(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path: str) -> None:
+    own = module.state_dict()
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing:
+        raise ValueError(f"checkpoint {path}: {len(missing)} tensors missing for the {prefix[:-1]} network, "
+                         f"e.g. {missing[:3]}")
+    if unexpected:
+        raise ValueError(f"checkpoint {path}: {len(unexpected)} tensors do not belong to this model, "
+                         f"e.g. {unexpected[:3]}")
+    for k, v in own.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ValueError(f"checkpoint {path}: tensor {prefix}{k} has shape {tuple(state[k].shape)}, "
+                             f"the model needs {tuple(v.shape)} (wrong model?)")
+    module.load_state_dict(state, strict=True)
+
+
+def config_from_metadata(metadata: dict[str, str], path: str = "<checkpoint>") -> DepthConfig:
+    try:
+        return DepthConfig.from_dict(json.loads(metadata["config"]))
+    except (KeyError, json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"checkpoint {path}: missing or corrupt 'config' metadata ({exc})") from exc
+
+
+def load_checkpoint(path: str, map_location: str | torch.device = "cpu",
+                    expected_model: str | None = None) -> DepthNet:
+    """Load the depth network stored at ``path``, in eval mode. Raises ValueError/FileNotFoundError naming the
+    problem for a missing, corrupt or truncated file, missing tensors, or a model other than ``expected_model``."""
+    from dna_depth_core.models.registry import build_from_config
+
+    tensors, metadata = read_checkpoint(path)
+    config = config_from_metadata(metadata, path)
+    if expected_model is not None and config.name != expected_model:
+        raise ValueError(f"checkpoint {path}: holds model '{config.name}', expected '{expected_model}'")
+    net = build_from_config(config)
+    _load_into(net, tensors, "depth.", path)
+    return net.to(map_location).eval()
+
+
+def load_pose_network(path: str, map_location: str | torch.device = "cpu") -> nn.Module | None:
+    """The pose network stored beside the depth network, or None when the checkpoint has none."""
+    from dna_depth_core.models.pose import PoseNet
+
+    tensors, _ = read_checkpoint(path)
+    if not any(k.startswith("pose.") for k in tensors):
+        return None
+    pose = PoseNet()
+    _load_into(pose, tensors, "pose.", path)
+    return pose.to(map_location).eval()
+
+
+def checkpoint_metadata(path: str) -> dict[str, Any]:
+    """The decoded metadata of a checkpoint (JSON fields parsed), for display."""
+    _, metadata = read_checkpoint(path)
+    out: dict[str, Any] = dict(metadata)
+    for key in ("config", "provenance", "training_config"):
+        if key in out:
+            out[key] = json.loads(out[key])
+    return out

@@ -1,0 +1,48 @@
+"""``dna-depth predict``: depth for image files."""
+from __future__ import annotations
+
+import sys
+
+NAME = "predict"
+HELP = "predict depth for an image or a folder of images"
+DESCRIPTION = """For each image: OUT/<name>_disp.png (colourised disparity, near = bright) and OUT/<name>_depth.npy
+(float32 depth at the image's resolution). Self-supervised monocular depth is up to scale: multiply by --scale
+(e.g. from calibration) for metres. Unreadable files are reported and skipped; the rest are processed.
+
+example:
+  dna-depth predict --weights dna_b0.safetensors --input frames/ --out predictions/"""
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--weights", required=True, help="dna-depth checkpoint (.safetensors)")
+    p.add_argument("--input", required=True, help="an image file or a folder (searched recursively)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply depths by this factor (default 1)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: CUDA is not available on this machine")
+    return dev
+
+
+def run(args) -> int:
+    from dna_depth_core.checkpoint import load_checkpoint
+    from dna_depth_core.predict import find_images, predict_paths
+
+    device = resolve_device(args.device)
+    net = load_checkpoint(args.weights, map_location=device)
+    inputs = find_images(args.input)
+    if not inputs:
+        raise FileNotFoundError(f"no images found in {args.input}")
+    report = predict_paths(net, inputs, args.out, scale=args.scale, device=device)
+    print(f"{len(inputs) - len(report.failed)} of {len(inputs)} images -> {args.out}")
+    for path, why in report.failed:
+        print(f"failed: {why}", file=sys.stderr)
+    return 1 if report.failed and len(report.failed) == len(inputs) else 0

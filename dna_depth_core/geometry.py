@@ -1,0 +1,338 @@
+"""Camera geometry for the self-supervised objective: depth <-> disparity, intrinsics, poses, warping.
+
+Conventions (docs/conventions.md):
+
+- Camera frame: optical frame (x right, y down, z forward).
+- Pixels: ``(u, v)`` with the origin at the *centre* of the top-left pixel; ``u`` runs along the width
+  (``0 .. W-1``), ``v`` along the height (``0 .. H-1``). The image covers ``u`` in ``[-0.5, W-0.5]``.
+- Sampling: ``torch.nn.functional.grid_sample`` with ``align_corners=False``, for which pixel ``u`` sits at the
+  normalised coordinate ``x = (u + 0.5) / W * 2 - 1`` (and likewise ``v`` / ``H``); see :func:`pixels_to_grid`.
+- Intrinsics ``K``: ``(B, 3, 3)`` (or ``(3, 3)`` where stated) in pixels at the resolution used with them.
+- Poses: ``T_a_b`` ``(B, 4, 4)`` maps points in frame ``b`` to frame ``a``: ``p_a = T_a_b @ p_b``. The warp of a
+  source frame ``s`` onto the target ``t`` uses ``T_s_t``.
+- Axis-angle: ``(B, 3)`` radians (direction = axis, norm = angle). Translations ``(B, 3)`` metres.
+
+Every tensor function checks the shapes of its arguments and raises ``ValueError`` naming the argument.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Normalised KITTI intrinsics (fx / W, fy / H, cx / W, cy / H), used for every frame.
+KITTI_NORMALIZED_K = (0.58, 1.92, 0.5, 0.5)
+
+
+def _check_shape(x, name: str, shape: tuple, desc: str) -> None:
+    """Raise ValueError unless ``x`` is a tensor whose shape matches ``shape`` (``None`` = any size)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape {desc}, got {type(x).__name__}")
+    if x.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
+        raise ValueError(f"{name} must have shape {desc}, got {tuple(x.shape)}")
+
+
+def _check_batch(x: torch.Tensor, name: str, batch: int) -> None:
+    if x.shape[0] != batch:
+        raise ValueError(f"{name} has batch size {x.shape[0]}, expected {batch}")
+
+
+def _check_depth_range(min_depth: float, max_depth: float) -> None:
+    if not 0 < min_depth < max_depth:
+        raise ValueError(f"need 0 < min_depth < max_depth, got min_depth={min_depth}, max_depth={max_depth}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Disparity <-> depth
+# ----------------------------------------------------------------------------------------------------------------
+def disp_to_depth(disp, min_depth: float = 0.1, max_depth: float = 100.0):
+    """Convert the network's sigmoid output to depth.
+
+    ``scaled_disp = 1/max_depth + (1/min_depth - 1/max_depth) * disp`` and ``depth = 1 / scaled_disp``, so
+    ``disp = 0`` gives ``max_depth`` and ``disp = 1`` gives ``min_depth``.
+
+    Args:
+        disp: sigmoid disparity, any shape (usually ``(B, 1, H, W)``); tensor or ndarray.
+    Returns:
+        ``(scaled_disp, depth)``, both the shape of ``disp``.
+    """
+    _check_depth_range(min_depth, max_depth)
+    min_disp, max_disp = 1.0 / max_depth, 1.0 / min_depth
+    scaled_disp = min_disp + (max_disp - min_disp) * disp
+    return scaled_disp, 1.0 / scaled_disp
+
+
+def depth_to_disp(depth, min_depth: float = 0.1, max_depth: float = 100.0):
+    """Inverse of :func:`disp_to_depth`: depth in metres -> the sigmoid value ``s`` that produces it.
+
+    Args:
+        depth: any shape; tensor or ndarray. Depths outside ``[min_depth, max_depth]`` map outside ``[0, 1]``.
+    Returns:
+        ``s``, the shape of ``depth``.
+    """
+    _check_depth_range(min_depth, max_depth)
+    min_disp, max_disp = 1.0 / max_depth, 1.0 / min_depth
+    return (1.0 / depth - min_disp) / (max_disp - min_disp)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Intrinsics
+# ----------------------------------------------------------------------------------------------------------------
+def intrinsics_from_normalized(fx: float, fy: float, cx: float, cy: float, width: int, height: int,
+                               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Pixel intrinsics ``(3, 3)`` from normalised ones (fx/W, fy/H, cx/W, cy/H) at a ``width`` x ``height`` image.
+
+    Example: ``intrinsics_from_normalized(*KITTI_NORMALIZED_K, 640, 192)``.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"width and height must be positive, got width={width}, height={height}")
+    return torch.tensor([[fx * width, 0.0, cx * width],
+                         [0.0, fy * height, cy * height],
+                         [0.0, 0.0, 1.0]], dtype=dtype)
+
+
+def scale_intrinsics(K: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
+    """Intrinsics for an image resized by ``sx`` along the width and ``sy`` along the height.
+
+    Row 0 (fx, skew, cx) is multiplied by ``sx``, row 1 (fy, cy) by ``sy``.
+
+    Args:
+        K: ``(B, 3, 3)`` or ``(3, 3)``.
+    Returns:
+        a new tensor, the shape of ``K``.
+    """
+    if not (isinstance(K, torch.Tensor) and K.dim() in (2, 3) and K.shape[-2:] == (3, 3)):
+        raise ValueError(f"K must be a tensor of shape (B, 3, 3) or (3, 3), got {getattr(K, 'shape', type(K))}")
+    scale = K.new_tensor([sx, sy, 1.0]).unsqueeze(-1)  # (3, 1): scales rows
+    return K * scale
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Poses
+# ----------------------------------------------------------------------------------------------------------------
+def _skew(v: torch.Tensor) -> torch.Tensor:
+    """(B, 3) -> (B, 3, 3) cross-product matrices ``[v]_x``."""
+    x, y, z = v.unbind(-1)
+    o = torch.zeros_like(x)
+    return torch.stack([o, -z, y, z, o, -x, -y, x, o], dim=-1).reshape(*v.shape[:-1], 3, 3)
+
+
+def axis_angle_to_matrix(axisangle: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices from axis-angle vectors (Rodrigues' formula).
+
+    ``R = I + a [w]_x + b [w]_x^2`` with ``a = sin(t)/t``, ``b = (1 - cos(t))/t^2``, ``t = |w|``. Near ``t = 0`` the
+    coefficients use their Taylor series, so the result and its gradient are finite at zero rotation.
+
+    Args:
+        axisangle: ``(B, 3)`` radians.
+    Returns:
+        ``(B, 3, 3)``.
+    """
+    _check_shape(axisangle, "axisangle", (None, 3), "(B, 3)")
+    theta2 = (axisangle * axisangle).sum(-1)
+    small = theta2 < 1e-8
+    safe_theta2 = torch.where(small, torch.ones_like(theta2), theta2)
+    safe_theta = safe_theta2.sqrt()
+    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(safe_theta) / safe_theta)
+    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(safe_theta)) / safe_theta2)
+    k = _skew(axisangle)
+    eye = torch.eye(3, dtype=axisangle.dtype, device=axisangle.device).expand_as(k)
+    return eye + a[:, None, None] * k + b[:, None, None] * (k @ k)
+
+
+def invert_pose(T: torch.Tensor) -> torch.Tensor:
+    """Closed-form inverse of rigid transforms: ``[R | t]^-1 = [R^T | -R^T t]``.
+
+    Args:
+        T: ``(B, 4, 4)``.
+    Returns:
+        ``(B, 4, 4)``.
+    """
+    _check_shape(T, "T", (None, 4, 4), "(B, 4, 4)")
+    rot_t = T[:, :3, :3].transpose(1, 2)
+    out = torch.zeros_like(T)
+    out[:, :3, :3] = rot_t
+    out[:, :3, 3:] = -rot_t @ T[:, :3, 3:]
+    out[:, 3, 3] = 1.0
+    return out
+
+
+def pose_vec_to_mat(axisangle: torch.Tensor, translation: torch.Tensor, invert: bool = False) -> torch.Tensor:
+    """Rigid transform ``T = [R(axisangle) | translation]``, or its inverse when ``invert`` is true.
+
+    The pose network sees the ``-1`` source frame in temporal order, so its output for that pair is inverted
+    to get ``T_source_target``.
+
+    Args:
+        axisangle: ``(B, 3)`` radians.
+        translation: ``(B, 3)``.
+    Returns:
+        ``(B, 4, 4)``.
+    """
+    _check_shape(axisangle, "axisangle", (None, 3), "(B, 3)")
+    _check_shape(translation, "translation", (None, 3), "(B, 3)")
+    _check_batch(translation, "translation", axisangle.shape[0])
+    rot = axis_angle_to_matrix(axisangle)
+    bottom = rot.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(rot.shape[0], 1, 4)
+    if invert:
+        rot = rot.transpose(1, 2)
+        trans = -rot @ translation.unsqueeze(-1)
+    else:
+        trans = translation.unsqueeze(-1)
+    return torch.cat([torch.cat([rot, trans], dim=2), bottom], dim=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Back-projection, projection, warping
+# ----------------------------------------------------------------------------------------------------------------
+def _pixel_grid(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    """Homogeneous pixel coordinates ``(3, H*W)``: rows u, v, 1 in row-major pixel order."""
+    v, u = torch.meshgrid(torch.arange(height, dtype=like.dtype, device=like.device),
+                          torch.arange(width, dtype=like.dtype, device=like.device), indexing="ij")
+    return torch.stack([u.reshape(-1), v.reshape(-1), torch.ones_like(u).reshape(-1)], dim=0)
+
+
+def _batched_K(K: torch.Tensor, name: str, batch: int) -> torch.Tensor:
+    """Accept ``(B, 3, 3)`` or ``(3, 3)``; return ``(B, 3, 3)``."""
+    if isinstance(K, torch.Tensor) and K.shape == (3, 3):
+        return K.expand(batch, 3, 3)
+    _check_shape(K, name, (None, 3, 3), "(B, 3, 3) or (3, 3)")
+    _check_batch(K, name, batch)
+    return K
+
+
+def backproject(depth: torch.Tensor, K_inv: torch.Tensor) -> torch.Tensor:
+    """Lift every pixel to a 3-D point in the camera frame: ``p = depth * K^-1 [u, v, 1]^T``.
+
+    Args:
+        depth: ``(B, 1, H, W)`` z-depth.
+        K_inv: ``(B, 3, 3)`` or ``(3, 3)`` inverse intrinsics.
+    Returns:
+        points ``(B, 3, H, W)``.
+    """
+    _check_shape(depth, "depth", (None, 1, None, None), "(B, 1, H, W)")
+    b, _, h, w = depth.shape
+    K_inv = _batched_K(K_inv, "K_inv", b)
+    rays = K_inv @ _pixel_grid(h, w, depth)  # (B, 3, H*W)
+    return rays.reshape(b, 3, h, w) * depth
+
+
+def project(points: torch.Tensor, K: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Project camera-frame points to pixel coordinates ``(u, v)``.
+
+    ``z`` is clamped to at least ``eps``, so points behind the camera land far outside the image (never NaN).
+
+    Args:
+        points: ``(B, 3, H, W)``.
+        K: ``(B, 3, 3)`` or ``(3, 3)``.
+    Returns:
+        pix ``(B, H, W, 2)``, last axis ``(u, v)``.
+    """
+    _check_shape(points, "points", (None, 3, None, None), "(B, 3, H, W)")
+    b, _, h, w = points.shape
+    K = _batched_K(K, "K", b)
+    cam = K @ points.reshape(b, 3, -1)  # (B, 3, H*W)
+    pix = cam[:, :2] / cam[:, 2:].clamp(min=eps)
+    return pix.reshape(b, 2, h, w).permute(0, 2, 3, 1)
+
+
+def pixels_to_grid(pix: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pixel coordinates -> ``grid_sample`` coordinates for ``align_corners=False``.
+
+    ``x = (u + 0.5) / width * 2 - 1``, ``y = (v + 0.5) / height * 2 - 1``: pixel centres ``u = 0`` and ``u = W-1``
+    map to ``-1 + 1/W`` and ``1 - 1/W``; the image edges ``u = -0.5`` and ``u = W-0.5`` map to -1 and 1.
+
+    Args:
+        pix: ``(B, H', W', 2)`` pixel coordinates ``(u, v)`` in an image of size ``height`` x ``width``.
+    Returns:
+        ``(B, H', W', 2)``.
+    """
+    _check_shape(pix, "pix", (None, None, None, 2), "(B, H, W, 2)")
+    size = pix.new_tensor([width, height])
+    return (pix + 0.5) / size * 2.0 - 1.0
+
+
+def transform_points(T: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Apply rigid transforms: ``p' = R p + t``.
+
+    Args:
+        T: ``(B, 4, 4)``.
+        points: ``(B, 3, H, W)``.
+    Returns:
+        ``(B, 3, H, W)``.
+    """
+    _check_shape(T, "T", (None, 4, 4), "(B, 4, 4)")
+    _check_shape(points, "points", (None, 3, None, None), "(B, 3, H, W)")
+    _check_batch(T, "T", points.shape[0])
+    b = points.shape[0]
+    out = T[:, :3, :3] @ points.reshape(b, 3, -1) + T[:, :3, 3:]
+    return out.reshape(points.shape)
+
+
+def warp(source: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, T_source_target: torch.Tensor,
+         padding_mode: str = "border", eps: float = 1e-7):
+    """Synthesise the target view from a source image (inverse warping).
+
+    Each target pixel is back-projected with its ``depth`` and ``K^-1``, moved into the source frame with
+    ``T_source_target``, projected with ``K`` and the source is sampled there bilinearly
+    (``grid_sample(..., align_corners=False)``, see :func:`pixels_to_grid`).
+
+    Args:
+        source: ``(B, C, H, W)`` source image.
+        depth: ``(B, 1, H, W)`` target depth.
+        K: ``(B, 3, 3)`` or ``(3, 3)`` intrinsics at ``H`` x ``W``.
+        T_source_target: ``(B, 4, 4)``.
+        padding_mode: ``grid_sample`` padding for samples outside the source.
+    Returns:
+        ``(warped (B, C, H, W), valid (B, 1, H, W) bool)``; ``valid`` is true where the point is in front of the
+        source camera (``z > eps``) and projects inside the source image (``u`` in ``[-0.5, W-0.5]``,
+        ``v`` in ``[-0.5, H-0.5]``).
+    """
+    _check_shape(source, "source", (None, None, None, None), "(B, C, H, W)")
+    _check_shape(depth, "depth", (None, 1, None, None), "(B, 1, H, W)")
+    if depth.shape[0] != source.shape[0] or depth.shape[-2:] != source.shape[-2:]:
+        raise ValueError(f"depth must have shape (B, 1, H, W) matching source {tuple(source.shape)}, "
+                         f"got {tuple(depth.shape)}")
+    _check_shape(T_source_target, "T_source_target", (None, 4, 4), "(B, 4, 4)")
+    b, _, h, w = source.shape
+    _check_batch(T_source_target, "T_source_target", b)
+    K = _batched_K(K, "K", b)
+
+    points = transform_points(T_source_target, backproject(depth, torch.linalg.inv(K)))
+    grid = pixels_to_grid(project(points, K, eps), h, w)
+    warped = F.grid_sample(source, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    inside = (grid.abs() <= 1.0).all(dim=-1).unsqueeze(1)
+    valid = inside & (points[:, 2:3] > eps)
+    return warped, valid
+
+
+def depth_to_points(depth, K):
+    """Organised point cloud in the optical frame (x right, y down, z forward), NaN where depth is invalid.
+
+    Args:
+        depth: numpy ``(H, W)`` metres with ``K`` a ``(3, 3)`` array, or a tensor ``(B, 1, H, W)`` with ``K``
+            ``(B, 3, 3)`` / ``(3, 3)``. Depth that is not finite or ``<= 0`` is invalid.
+    Returns:
+        numpy ``(H, W, 3)`` float32, or a tensor ``(B, 3, H, W)``; xyz, all three NaN at invalid pixels.
+    """
+    if isinstance(depth, torch.Tensor):
+        _check_shape(depth, "depth", (None, 1, None, None), "(B, 1, H, W)")
+        K = _batched_K(torch.as_tensor(K, dtype=depth.dtype, device=depth.device), "K", depth.shape[0])
+        valid = torch.isfinite(depth) & (depth > 0)
+        points = backproject(torch.where(valid, depth, torch.ones_like(depth)), torch.linalg.inv(K))
+        return torch.where(valid, points, torch.full_like(points, float("nan")))
+
+    depth = np.asarray(depth)
+    K = np.asarray(K, dtype=np.float64)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must have shape (H, W), got {depth.shape}")
+    if K.shape != (3, 3):
+        raise ValueError(f"K must have shape (3, 3), got {K.shape}")
+    h, w = depth.shape
+    z = depth.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(z) & (z > 0)
+    z = np.where(valid, z, np.nan)
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    rays = np.stack([u, v, np.ones_like(u)], axis=-1) @ np.linalg.inv(K).T  # (H, W, 3), z-component 1
+    return (rays * z[..., None]).astype(np.float32)

@@ -1,0 +1,81 @@
+"""Shared test fixtures."""
+import numpy as np
+import pytest
+import torch
+
+
+def _rot_y(deg: float) -> np.ndarray:
+    a = np.deg2rad(deg)
+    return np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])
+
+
+def _texture(p: np.ndarray) -> np.ndarray:
+    """Smooth RGB texture (..., 3) in [0.2, 0.8] of points p (..., 3) on the plane (target-frame metres)."""
+    x, y = p[..., 0], p[..., 1]
+    channels = [
+        0.5 + 0.15 * np.sin(2 * np.pi * x / 1.1 + 0.3) + 0.15 * np.sin(2 * np.pi * (y / 0.9 + x / 2.3)),
+        0.5 + 0.15 * np.sin(2 * np.pi * y / 1.3 + 1.0) + 0.15 * np.cos(2 * np.pi * (x / 0.8 - y / 2.9)),
+        0.5 + 0.3 * np.sin(2 * np.pi * (x + y) / 1.7 + 2.0),
+    ]
+    return np.stack(channels, axis=-1)
+
+
+@pytest.fixture(scope="session")
+def plane_scene():
+    """A textured tilted plane ~5 m ahead seen by a 64x48 camera (fx = fy = 50) from two poses.
+
+    Both images are rendered analytically by ray-plane intersection (no warping code involved).
+    The source camera sits 0.5 m forward, 0.4 m right, 0.05 m up of the target camera, yawed by 3 degrees.
+    Returns a dict of float32 tensors: ``target``, ``source`` (1, 3, H, W), ``depth`` (1, 1, H, W),
+    ``K`` (1, 3, 3), ``T_source_target`` (1, 4, 4).
+    """
+    w, h, f = 64, 48, 50.0
+    K = np.array([[f, 0.0, (w - 1) / 2], [0.0, f, (h - 1) / 2], [0.0, 0.0, 1.0]])
+    n = np.array([0.1, -0.25, 1.0])
+    n /= np.linalg.norm(n)
+    d = n @ np.array([0.0, 0.0, 5.0])  # plane {p : n.p = d} through (0, 0, 5), target frame
+
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    rays = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T  # (H, W, 3), z = 1
+
+    depth = d / (rays @ n)
+    target = _texture(rays * depth[..., None])
+
+    R_t_s, c = _rot_y(3.0), np.array([0.4, -0.05, 0.5])  # source camera in the target frame
+    dirs = rays @ R_t_s.T
+    lam = (d - n @ c) / (dirs @ n)
+    source = _texture(c + lam[..., None] * dirs)
+
+    T_t_s = np.eye(4)
+    T_t_s[:3, :3], T_t_s[:3, 3] = R_t_s, c
+
+    def t(a):
+        return torch.from_numpy(np.ascontiguousarray(a)).float()
+
+    return {
+        "target": t(target.transpose(2, 0, 1))[None],
+        "source": t(source.transpose(2, 0, 1))[None],
+        "depth": t(depth)[None, None],
+        "K": t(K)[None],
+        "T_source_target": t(np.linalg.inv(T_t_s))[None],
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# ../shared (non-commercial reference data): read by path, never copied. Absent -> skip, except under CI=true.
+# ------------------------------------------------------------------------------------------------------------------
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def require_shared(relative: str) -> Path:
+    """The path ``../shared/<relative>``; skip the test with a reason when it is absent (fail under CI=true)."""
+    path = SHARED / relative
+    if not path.exists():
+        msg = f"reference data {path} is absent (it lives in ../shared beside the repository, never in it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg + "; CI must provide it")
+        pytest.skip(msg)
+    return path
