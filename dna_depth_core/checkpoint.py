@@ -4,7 +4,8 @@ Layout: tensors ``depth.<name>`` (the depth network) and optionally ``pose.<name
 Metadata (all strings): ``format`` ("dna-depth/1"), ``model`` (registry name), ``config`` (the DepthConfig as
 JSON: encoder, decoder, normalisation, input size, depth range), ``input_size`` ("HxW"), ``normalization``,
 ``depth_range`` ("min,max" metres), ``provenance`` (JSON: where the weights came from) and ``training_config``
-(JSON, may be "{}"). Files are written atomically (temporary file + rename).
+(JSON, may be "{}"), and ``pose_model`` ("resnet18" or "small") when a pose network is stored. Files are written
+atomically (temporary file + rename).
 """
 from __future__ import annotations
 
@@ -66,6 +67,8 @@ def save_checkpoint(net: DepthNet, path: str, pose_net: nn.Module | None = None,
         "provenance": json.dumps(provenance or {}, sort_keys=True),
         "training_config": json.dumps(training_config or {}, sort_keys=True, default=str),
     }
+    if pose_net is not None:
+        metadata["pose_model"] = getattr(pose_net, "kind", "resnet18")
     _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
@@ -159,12 +162,12 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu",
 
 def load_pose_network(path: str, map_location: str | torch.device = "cpu") -> nn.Module | None:
     """The pose network stored beside the depth network, or None when the checkpoint has none."""
-    from dna_depth_core.models.pose import PoseNet
+    from dna_depth_core.models.pose import build_pose_model
 
-    tensors, _ = read_checkpoint(path)
+    tensors, metadata = read_checkpoint(path)
     if not any(k.startswith("pose.") for k in tensors):
         return None
-    pose = PoseNet()
+    pose = build_pose_model(metadata.get("pose_model", "resnet18"))
     _load_into(pose, tensors, "pose.", path)
     return pose.to(map_location).eval()
 

@@ -10,6 +10,11 @@ COMMAND_MODULES = (
     "profile",
     "convert_official",
     "predict",
+    "synth",
+    "export_gt",
+    "splits",
+    "train",
+    "evaluate",
 )
 
 

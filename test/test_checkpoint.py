@@ -196,3 +196,24 @@ def test_convert_official_with_pose_files(tmp_path):
     torch.testing.assert_close(torch.cat([aa, t], 1), want, atol=1e-6, rtol=1e-5)
     # The encoder weights are the file's (fc dropped).
     assert torch.equal(pose.encoder.conv1.weight, pose_enc["encoder.conv1.weight"])
+
+
+@pytest.mark.parametrize("kind", ["resnet18", "small"])
+def test_pose_network_round_trip_for_each_kind(tmp_path, kind):
+    from dna_depth_core.models.pose import build_pose_model
+
+    torch.manual_seed(1)
+    net = dna_depth_core.build_model("dna_lite0", height=64, width=96)
+    pose = build_pose_model(kind).eval()
+    path = tmp_path / "with_pose.safetensors"
+    save_checkpoint(net, str(path), pose_net=pose)
+    assert checkpoint_metadata(str(path))["pose_model"] == kind
+    loaded = load_pose_network(str(path))
+    assert loaded.kind == kind
+    a, b = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        for x, y in zip(pose(a, b), loaded(a, b)):
+            assert torch.equal(x, y)
+    depth_only = tmp_path / "depth_only.safetensors"
+    save_checkpoint(net, str(depth_only))
+    assert load_pose_network(str(depth_only)) is None

@@ -33,13 +33,34 @@ class PoseDecoder(nn.Module):
         return x[:, :3], x[:, 3:]
 
 
-class PoseNet(nn.Module):
-    """``forward(frame_a, frame_b)``: two ``(B, 3, H, W)`` images in [0, 1], in temporal order ->
+class _PoseBase(nn.Module):
+    """Shared input handling: two ``(B, 3, H, W)`` frames in [0, 1] -> one normalised ``(B, 6, H, W)`` stack."""
+
+    def __init__(self):
+        super().__init__()
+        mean, std = NORMALIZATIONS["monodepth2"]
+        self.register_buffer("mean", torch.tensor(mean * 2).view(1, 6, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std * 2).view(1, 6, 1, 1), persistent=False)
+
+    def stack(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> torch.Tensor:
+        if frame_a.shape != frame_b.shape or frame_a.dim() != 4 or frame_a.shape[1] != 3:
+            raise ValueError(f"frame_a, frame_b: expected two (B, 3, H, W) tensors of one shape, got "
+                             f"{tuple(frame_a.shape)} and {tuple(frame_b.shape)}")
+        x = torch.cat([frame_a, frame_b], dim=1)
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
+class PoseNet(_PoseBase):
+    """The paper's pose network (``pose_model: resnet18``).
+
+``forward(frame_a, frame_b)``: two ``(B, 3, H, W)`` images in [0, 1], in temporal order ->
     ``(axisangle (B, 3), translation (B, 3))`` of the motion from ``a`` to ``b``.
 
     Turn them into a 4x4 transform with ``geometry.pose_vec_to_mat``; the trainer uses ``T_source_target`` for the
     warp (``invert=True`` when the source frame comes first in time).
     """
+
+    kind = "resnet18"
 
     def __init__(self, pretrained: str | None = None, output_scale: float = 0.01):
         super().__init__()
@@ -50,16 +71,9 @@ class PoseNet(nn.Module):
         if pretrained not in (None, "imagenet"):
             load_resnet_weights(self.encoder, pretrained)
         self.decoder = PoseDecoder(self.encoder.num_features, output_scale=output_scale)
-        mean, std = NORMALIZATIONS["monodepth2"]
-        self.register_buffer("mean", torch.tensor(mean * 2).view(1, 6, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std * 2).view(1, 6, 1, 1), persistent=False)
 
     def forward(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if frame_a.shape != frame_b.shape or frame_a.dim() != 4 or frame_a.shape[1] != 3:
-            raise ValueError(f"frame_a, frame_b: expected two (B, 3, H, W) tensors of one shape, got "
-                             f"{tuple(frame_a.shape)} and {tuple(frame_b.shape)}")
-        x = (torch.cat([frame_a, frame_b], dim=1) - self.mean) / self.std
-        return self.decoder(self.encoder.forward_features(x))
+        return self.decoder(self.encoder.forward_features(self.stack(frame_a, frame_b)))
 
 
 def load_resnet_weights(encoder: nn.Module, path: str) -> None:
@@ -72,3 +86,54 @@ def load_resnet_weights(encoder: nn.Module, path: str) -> None:
         state["conv1.weight"] = torch.cat([w, w], dim=1) / 2
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     encoder.load_state_dict(state, strict=True)
+
+
+class _SmallPoseHead(nn.Module):
+    def __init__(self, channels: int, output_scale: float):
+        super().__init__()
+        self.out = nn.Conv2d(channels, 6, 1)
+        self.output_scale = output_scale
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.out(x).mean(dim=(2, 3)) * self.output_scale
+        return x[:, :3], x[:, 3:]
+
+
+class SmallPoseNet(_PoseBase):
+    """A light pose CNN for CPU training: six stride-2 convolutions (7x7, 5x5, then 3x3; ReLU) over the two
+    stacked frames, a 1x1 convolution to 6, mean over space, x ``output_scale``.
+
+    Same interface as :class:`~dna_depth_core.models.pose.PoseNet`: ``forward(frame_a, frame_b)`` with frames in
+    temporal order -> ``(axisangle (B, 3), translation (B, 3))``; ``decoder.out`` is the last 1x1 conv.
+    """
+
+    kind = "small"
+
+    def __init__(self, output_scale: float = 0.01, channels: tuple[int, ...] = (16, 32, 64, 128, 256, 256)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 6
+        for i, c in enumerate(channels):
+            k = 7 if i == 0 else 5 if i == 1 else 3
+            layers += [nn.Conv2d(cin, c, k, stride=2, padding=k // 2), nn.ReLU(inplace=True)]
+            cin = c
+        self.encoder = nn.Sequential(*layers)
+        self.decoder = _SmallPoseHead(cin, output_scale)
+
+    def forward(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decoder(self.encoder(self.stack(frame_a, frame_b)))
+
+
+POSE_MODELS = {"resnet18": PoseNet, "small": SmallPoseNet}
+
+
+def build_pose_model(kind: str = "resnet18", pretrained: str | None = None, output_scale: float = 0.01) -> nn.Module:
+    """A pose network by name: ``resnet18`` (the paper's) or ``small`` (a light CNN for CPU training, always trained
+    from scratch: ``pretrained`` None or "imagenet" is ignored for it, a weight file is an error)."""
+    if kind not in POSE_MODELS:
+        raise ValueError(f"pose_model: unknown '{kind}', expected one of {sorted(POSE_MODELS)}")
+    if kind == "small":
+        if pretrained not in (None, "imagenet"):
+            raise ValueError("pose_pretrained: the small pose network has no pretrained weights to load")
+        return SmallPoseNet(output_scale=output_scale)
+    return PoseNet(pretrained=pretrained, output_scale=output_scale)

@@ -1,0 +1,72 @@
+"""``dna-depth train``: self-supervised training from a YAML recipe (one process, or scaled out with torchrun)."""
+from __future__ import annotations
+
+import os
+
+NAME = "train"
+HELP = "train a depth network (self-supervised, monocular video)"
+DESCRIPTION = """Train from a YAML recipe (config/train_*.yaml); KEY=VALUE arguments override its options (see
+docs/training.md for every option). Checkpoints go to OUT/checkpoints/step_XXXXXXXX/ (model.safetensors is what
+`dna-depth predict --weights` reads); OUT/checkpoints/latest names the newest. Logs: OUT/train_log.csv,
+OUT/val_log.csv, OUT/tensorboard/.
+
+--resume continues a run exactly (weights, optimizer, lr schedule, step, RNG states). Without a value it resumes
+from OUT; with one, from a run folder, a checkpoint folder or its model.safetensors. Without --config the
+checkpoint's own config is used (overrides still apply, e.g. num_epochs=50).
+
+The same command scales out: `torchrun --nproc_per_node 4 -m dna_depth_core.cli train --config ...`
+(DistributedDataParallel, nccl on CUDA, gloo on CPU; batch_size is the global batch).
+
+examples:
+  dna-depth train --config config/train_dna_b0_640x192.yaml data_path=/data/kitti_raw
+  dna-depth train --config config/train_synthetic.yaml --out runs/synth max_steps=200 batch_size=4
+  dna-depth train --resume runs/synth num_epochs=30"""
+
+
+def add_arguments(p) -> None:
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config options")
+    p.add_argument("--config", help="YAML recipe (config/train_*.yaml); without it: the paper's defaults, or the "
+                   "checkpoint's config when resuming")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
+                   help="continue from a checkpoint (default: the newest in OUT)")
+    p.add_argument("--out", help="output folder (overrides out_dir)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+
+
+def run(args) -> int:
+    from dna_depth_core.training.config import load_config
+
+    resume = args.resume
+    overrides = list(args.overrides)
+    if resume and "=" in resume and not os.path.exists(resume):
+        # `--resume key=value`: argparse took an override for the optional CKPT
+        overrides.insert(0, resume)
+        resume = ""
+    base = None
+    if args.config is None and resume is not None:
+        if resume == "" and args.out is None:
+            raise ValueError("--resume without a checkpoint needs --config or --out to know where the run is")
+        from dna_depth_core.training.trainer import config_from_checkpoint
+
+        base = config_from_checkpoint(resume or args.out)
+    cfg = load_config(args.config, overrides, base=base)
+    if args.out is not None:
+        cfg = cfg.replace(out_dir=args.out)
+    elif resume and not any(o.split("=", 1)[0].strip() == "out_dir" for o in overrides):
+        from dna_depth_core.training.trainer import resolve_checkpoint
+
+        # keep writing into the run the checkpoint belongs to (OUT/checkpoints/step_X -> OUT)
+        cfg = cfg.replace(out_dir=os.path.dirname(os.path.dirname(resolve_checkpoint(resume))))
+    if args.print_config:
+        print(cfg.to_yaml(), end="")
+        return 0
+    if resume == "":
+        resume = cfg.out_dir
+
+    from dna_depth_core.training.trainer import train
+
+    summary = train(cfg, resume=resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained to step {summary['step']} (epoch {summary['epoch']}); last loss {summary['last_loss']}; "
+              f"checkpoint: {summary['checkpoint']}")
+    return 0
