@@ -79,3 +79,14 @@ def require_shared(relative: str) -> Path:
             pytest.fail(msg + "; CI must provide it")
         pytest.skip(msg)
     return path
+
+
+def lite0_checkpoint(directory, height: int, width: int, seed: int = 0) -> str:
+    """Save a randomly initialised (seeded) dna_lite0 checkpoint at ``height`` x ``width`` into ``directory``."""
+    import dna_depth_core
+
+    torch.manual_seed(seed)
+    net = dna_depth_core.build_model("dna_lite0", height=height, width=width)
+    path = Path(directory) / f"lite0_{height}x{width}.safetensors"
+    dna_depth_core.save_checkpoint(net, str(path))
+    return str(path)

@@ -1,0 +1,47 @@
+"""Start the DNA-Depth node with config/dna_depth.yaml and the camera remapped.
+
+    ros2 launch dna_depth_ros dna_depth.launch.py weights:=/path/model.safetensors \
+        image:=/camera/image_rect camera_info:=/camera/camera_info
+
+Arguments: weights, params_file, namespace, image, compressed_image, camera_info, depth, points.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description():
+    args = [
+        DeclareLaunchArgument("weights", description="Path to the dna-depth checkpoint (.safetensors)"),
+        DeclareLaunchArgument(
+            "params_file",
+            default_value=PathJoinSubstitution([FindPackageShare("dna_depth_ros"), "config", "dna_depth.yaml"]),
+            description="Node parameters (YAML)",
+        ),
+        DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node"),
+        DeclareLaunchArgument("image", default_value="/camera/image_rect", description="Rectified camera image"),
+        DeclareLaunchArgument("compressed_image", default_value="/camera/image_rect/compressed",
+                              description="Compressed camera image (used with image_transport: compressed)"),
+        DeclareLaunchArgument("camera_info", default_value="/camera/camera_info", description="Camera info"),
+        DeclareLaunchArgument("depth", default_value="depth", description="Output depth image topic"),
+        DeclareLaunchArgument("points", default_value="points", description="Output point cloud topic"),
+    ]
+    node = Node(
+        package="dna_depth_ros",
+        executable="depth_node",
+        name="dna_depth",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        parameters=[LaunchConfiguration("params_file"), {"weights": LaunchConfiguration("weights")}],
+        remappings=[
+            ("image", LaunchConfiguration("image")),
+            ("image/compressed", LaunchConfiguration("compressed_image")),
+            ("camera_info", LaunchConfiguration("camera_info")),
+            ("depth", LaunchConfiguration("depth")),
+            ("depth/camera_info", [LaunchConfiguration("depth"), "/camera_info"]),
+            ("points", LaunchConfiguration("points")),
+        ],
+    )
+    return LaunchDescription(args + [node])

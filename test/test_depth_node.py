@@ -1,0 +1,593 @@
+"""The depth node in a real rclpy graph, on the real KITTI frames of ../shared/data/kitti_tiny.
+
+DDS stays on loopback: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and this module's own ROS_DOMAIN_ID are set before
+rclpy starts (and passed to the node process); CI runs the suite inside a loopback-only network namespace
+(scripts/run_tests.sh). Each test uses its own namespace, so the graphs of different tests do not mix.
+"""
+import os
+import re
+
+DOMAIN_ID = 61  # this module's own DDS domain (passed explicitly: other test modules may set the variable too)
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
+
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import array  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import rclpy  # noqa: E402
+from builtin_interfaces.msg import Time  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from dna_depth_core.inference import resize_intrinsics  # noqa: E402
+from dna_depth_ros import conversions as conv  # noqa: E402
+from dna_depth_ros.depth_node import DepthNode  # noqa: E402
+from conftest import lite0_checkpoint  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+KITTI = SHARED / "data" / "kitti_tiny" / "2011_09_26"
+DRIVE = KITTI / "2011_09_26_drive_0023_sync" / "image_02" / "data"
+NET_H, NET_W = 64, 224
+FRAME_ID = "kitti_cam2_optical_frame"
+TIMEOUT = 30.0
+OUTPUT_TOPICS = ("depth", "depth/camera_info", "points")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data and fixtures
+# ----------------------------------------------------------------------------------------------------------------
+def _require_kitti():
+    if not (KITTI / "calib_cam_to_cam.txt").exists() or not DRIVE.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"shared data missing in CI: {KITTI}")
+        pytest.skip(f"shared KITTI sample not found at {KITTI} (../shared/data/kitti_tiny)")
+
+
+@pytest.fixture(scope="module")
+def kitti():
+    """The 7 real frames (RGB) and a CameraInfo built from calib_cam_to_cam.txt (camera 2, rectified)."""
+    _require_kitti()
+    calib = {}
+    for line in (KITTI / "calib_cam_to_cam.txt").read_text().splitlines():
+        key, _, value = line.partition(":")
+        try:
+            calib[key] = np.array([float(x) for x in value.split()])
+        except ValueError:
+            pass
+    P = calib["P_rect_02"].reshape(3, 4)
+    w, h = (int(x) for x in calib["S_rect_02"])
+    frames = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(DRIVE.glob("*.png"))]
+    assert len(frames) == 7 and frames[0].shape == (h, w, 3) == (375, 1242, 3)
+    info = CameraInfo(width=w, height=h, distortion_model="plumb_bob")
+    info.header.frame_id = FRAME_ID
+    info.k = P[:, :3].reshape(-1).copy()
+    info.p = P.reshape(-1).copy()
+    info.r = np.eye(3).reshape(-1)
+    info.d = array.array("d", [0.0] * 5)
+    return {"frames": frames, "info": info, "K": P[:, :3].copy(), "size": (w, h)}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return lite0_checkpoint(tmp_path_factory.mktemp("ckpt"), NET_H, NET_W)
+
+
+class Graph:
+    """One rclpy context with a spinning executor and a tester node (publishers and collecting subscribers)."""
+
+    def __init__(self):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=DOMAIN_ID)
+        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.tester = Node("tester", context=self.context)
+        self.executor.add_node(self.tester)
+        self.nodes = []
+        self.received: dict[str, list] = {}
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def add_node(self, node):
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def collect(self, topic, msg_type, qos=None):
+        qos = qos or QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.received.setdefault(topic, [])
+
+        def cb(msg):
+            with self._lock:
+                self.received[topic].append(msg)
+        return self.tester.create_subscription(msg_type, topic, cb, qos)
+
+    def publisher(self, topic, msg_type, reliable=True):
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE if reliable
+                         else ReliabilityPolicy.BEST_EFFORT)
+        return self.tester.create_publisher(msg_type, topic, qos)
+
+    def messages(self, topic, stamp=None):
+        with self._lock:
+            msgs = list(self.received.get(topic, []))
+        if stamp is None:
+            return msgs
+        return [m for m in msgs if (m.header.stamp.sec, m.header.stamp.nanosec) == (stamp.sec, stamp.nanosec)]
+
+    def wait_for(self, predicate, timeout=TIMEOUT, what="condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def send_until(self, send, predicate, what, every=5.0, timeout=TIMEOUT):
+        """Call ``send()`` until ``predicate()`` holds, re-sending every ``every`` seconds: the node's camera
+        subscription is best-effort (SensorDataQoS), so on a loaded machine a large frame may be lost in transit."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            send()
+            try:
+                self.wait_for(predicate, timeout=min(every, max(deadline - time.monotonic(), 0.1)), what=what)
+                return
+            except AssertionError:
+                continue
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def wait_matched(self, pub, count=1):
+        self.wait_for(lambda: pub.get_subscription_count() >= count, what=f"a subscriber on {pub.topic_name}")
+
+    def wait_node_ready(self, node):
+        """Until the node's publishers see every collecting subscription on their topics (else the node skips
+        frames for lack of subscribers)."""
+        pubs = [p for p in node._publishers_out if p.topic_name in self.received]
+        self.wait_for(lambda: all(p.get_subscription_count() >= 1 for p in pubs), what="the node's subscribers")
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=5)
+        self._thread.join(10)
+        for node in self.nodes:
+            node.destroy_node()
+        self.tester.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture
+def graph():
+    g = Graph()
+    yield g
+    g.close()
+
+
+def _header(i, frame_id=FRAME_ID):
+    return Header(stamp=Time(sec=1_317_000_000 + i, nanosec=123_000 + i), frame_id=frame_id)
+
+
+def _node(graph, checkpoint, ns, **params):
+    overrides = [Parameter("weights", value=checkpoint), Parameter("log_throttle_sec", value=0.0)]
+    overrides += [Parameter(k, value=v) for k, v in params.items()]
+    return graph.add_node(DepthNode(context=graph.context, namespace=ns, parameter_overrides=overrides))
+
+
+def _send(graph, pub_img, pub_info, kitti, i, msg=None, info=True):
+    header = _header(i)
+    if info:
+        ci = kitti["info"]
+        ci.header = conv.copy_header(header)
+        pub_info.publish(ci)
+    pub_img.publish(msg if msg is not None else conv.rgb_to_image(kitti["frames"][i % 7], header, "bgr8"))
+    return header.stamp
+
+
+def _check_outputs(graph, ns, stamp, K, size, max_range=0.0, encoding="32FC1", decimation=1):
+    """Depth, camera_info and points for ``stamp``: encodings, shapes, stamps, frame ids, and the cloud projects
+    back onto the depth image with the published intrinsics."""
+    w, h = size
+    (depth_msg,) = graph.messages(f"{ns}/depth", stamp)
+    (info_msg,) = graph.messages(f"{ns}/depth/camera_info", stamp)
+    (cloud_msg,) = graph.messages(f"{ns}/points", stamp)
+    for m in (depth_msg, info_msg, cloud_msg):
+        assert m.header.frame_id == FRAME_ID
+        assert (m.header.stamp.sec, m.header.stamp.nanosec) == (stamp.sec, stamp.nanosec)
+    assert (depth_msg.encoding, depth_msg.width, depth_msg.height) == (encoding, w, h)
+    assert depth_msg.step == w * (4 if encoding == "32FC1" else 2)
+    depth = conv.image_to_depth(depth_msg)
+    assert np.isfinite(depth).mean() > 0.99
+    assert (info_msg.width, info_msg.height) == (w, h)
+    Kp = np.asarray(info_msg.k).reshape(3, 3)
+    np.testing.assert_allclose(Kp, K, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(info_msg.p).reshape(3, 4)[:, :3], K, rtol=1e-9, atol=1e-9)
+    assert not cloud_msg.is_dense
+    assert (cloud_msg.height, cloud_msg.width) == (len(range(0, h, decimation)), len(range(0, w, decimation)))
+    xyz, _ = conv.cloud_to_arrays(cloud_msg)
+    # Every valid point projects onto its own pixel with the published K, at the published depth.
+    ii, jj = np.mgrid[0:cloud_msg.height, 0:cloud_msg.width]
+    v, u = ii * decimation, jj * decimation
+    valid = np.isfinite(xyz).all(axis=2)
+    assert valid.mean() > 0.3
+    x, y, z = (xyz[..., k][valid].astype(np.float64) for k in range(3))
+    np.testing.assert_allclose(Kp[0, 0] * x / z + Kp[0, 2], u[valid], atol=2e-3)
+    np.testing.assert_allclose(Kp[1, 1] * y / z + Kp[1, 2], v[valid], atol=2e-3)
+    # (16UC1 rounds to millimetres; the cloud keeps the unrounded depth.)
+    np.testing.assert_allclose(z, depth[v[valid], u[valid]], rtol=1e-6 if encoding == "32FC1" else 0,
+                               atol=1e-6 if encoding == "32FC1" else 5.001e-4)
+    # Invalid points are exactly the invalid depths and the ones beyond the maximum range.
+    d = depth[v, u].astype(np.float64)
+    rays = np.stack([(u - Kp[0, 2]) / Kp[0, 0], (v - Kp[1, 2]) / Kp[1, 1], np.ones_like(d)], -1)
+    rng_ = d * np.linalg.norm(rays, axis=-1)
+    expected = np.isfinite(d) & ((rng_ <= max_range * (1 - 1e-6)) if max_range > 0 else True)
+    near_edge = np.abs(rng_ - max_range) < 1e-4 * max(max_range, 1)
+    np.testing.assert_array_equal(valid[~near_edge], expected[~near_edge])
+    return depth, xyz
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# In-process node
+# ----------------------------------------------------------------------------------------------------------------
+def test_in_process_reliable_and_best_effort_cameras(graph, checkpoint, kitti):
+    ns = "/inproc"
+    # A fixed scale puts this random-init network's depth near 5.5 m, so a 7 m range limit cuts the periphery.
+    node = _node(graph, checkpoint, ns, **{"scale.mode": "fixed", "scale.factor": 28.0,
+                                          "points.max_range": 7.0, "publish.colored": True})
+    graph.collect(f"{ns}/depth", Image)                                   # reliable, like RViz
+    graph.collect(f"{ns}/depth/camera_info", CameraInfo, qos_profile_sensor_data)  # best effort, like Nav2
+    graph.collect(f"{ns}/points", PointCloud2, qos_profile_sensor_data)
+    graph.collect(f"{ns}/depth/colored", Image)
+    for reliable in (True, False):
+        pub_img = graph.publisher(f"{ns}/image", Image, reliable)
+        pub_info = graph.publisher(f"{ns}/camera_info", CameraInfo, reliable)
+        graph.wait_matched(pub_img)
+        graph.wait_matched(pub_info)
+        graph.wait_node_ready(node)
+        for i in range(3 if reliable else 2):
+            idx = i + (0 if reliable else 3)
+            stamp = _send(graph, pub_img, pub_info, kitti, idx)
+            graph.wait_for(lambda: all(graph.messages(f"{ns}/{t}", stamp) for t in
+                                       ("depth", "depth/camera_info", "points", "depth/colored")),
+                           what=f"outputs of frame {idx} ({'reliable' if reliable else 'best-effort'} camera)")
+            depth, xyz = _check_outputs(graph, ns, stamp, kitti["K"], kitti["size"], max_range=7.0)
+            assert 3.0 < np.nanmedian(depth) < 7.0  # metres: 28 x the random network's ~0.2
+            assert np.isnan(xyz[..., 2]).any() and np.isfinite(xyz[..., 2]).any()  # the range limit bites
+            (colored,) = graph.messages(f"{ns}/depth/colored", stamp)
+            assert (colored.encoding, colored.width, colored.height) == ("rgb8", 1242, 375)
+        graph.tester.destroy_publisher(pub_img)
+        graph.tester.destroy_publisher(pub_info)
+    s = node.stats
+    assert s.processed == 5 and s.rejected == 0 and s.failed == 0
+
+
+def test_bad_messages_and_resolution_change_keep_the_node_serving(graph, checkpoint, kitti):
+    ns = "/bad"
+    node = _node(graph, checkpoint, ns)
+    graph.collect(f"{ns}/depth", Image)
+    graph.collect(f"{ns}/depth/camera_info", CameraInfo)
+    graph.collect(f"{ns}/points", PointCloud2)
+    pub_img = graph.publisher(f"{ns}/image", Image)
+    pub_info = graph.publisher(f"{ns}/camera_info", CameraInfo)
+    graph.wait_matched(pub_img)
+    graph.wait_matched(pub_info)
+    graph.wait_node_ready(node)
+
+    good = conv.rgb_to_image(kitti["frames"][0], _header(0), "rgb8")
+    unknown = conv.rgb_to_image(kitti["frames"][0], _header(0), "rgb8")
+    unknown.encoding = "yuv_weird"
+    wrong_step = conv.rgb_to_image(kitti["frames"][0], _header(0), "rgb8")
+    wrong_step.step = 1242 * 3 - 10
+    truncated = conv.rgb_to_image(kitti["frames"][0], _header(0), "rgb8")
+    truncated.data = truncated.data[: len(truncated.data) // 2]
+    bad = {
+        "unsupported image encoding 'yuv_weird'": unknown,
+        "empty image": Image(height=0, width=0, encoding="rgb8", step=0),
+        "wrong step": wrong_step,
+        "truncated data": truncated,
+    }
+    serial = 10
+    for reason, msg in bad.items():
+        stamp = _send(graph, pub_img, pub_info, kitti, serial, msg=msg)
+        graph.wait_for(lambda: node.stats.rejected_reasons[reason] == 1, what=f"rejection of '{reason}'")
+        serial += 1
+        # ... and the node still serves the next good frame.
+        good.header = _header(serial)
+        stamp = _send(graph, pub_img, pub_info, kitti, serial, msg=good)
+        graph.wait_for(lambda: graph.messages(f"{ns}/points", stamp), what=f"a frame after '{reason}'")
+        _check_outputs(graph, ns, stamp, kitti["K"], kitti["size"], max_range=8.0)
+        serial += 1
+    assert node.stats.rejected == 4 and node.stats.failed == 0
+
+    # Resolution change at runtime (camera_info still says 1242x375): the intrinsics follow the image.
+    for size in ((621, 188), (320, 240), (1242, 375)):
+        rgb = cv2.resize(kitti["frames"][1], size, interpolation=cv2.INTER_AREA)
+        header = _header(serial)
+        stamp = _send(graph, pub_img, pub_info, kitti, serial, msg=conv.rgb_to_image(rgb, header, "rgba8"))
+        graph.wait_for(lambda: graph.messages(f"{ns}/points", stamp), what=f"output at {size}")
+        K = resize_intrinsics(kitti["K"], kitti["size"], size) if size != kitti["size"] else kitti["K"]
+        _check_outputs(graph, ns, stamp, K, size, max_range=8.0)
+        serial += 1
+
+    # mono8 cameras work too.
+    header = _header(serial)
+    grey = cv2.cvtColor(kitti["frames"][2], cv2.COLOR_RGB2GRAY)[..., None]
+    mono = Image(header=header, height=375, width=1242, encoding="mono8", step=1242,
+                 data=array.array("B", grey.tobytes()))
+    stamp = _send(graph, pub_img, pub_info, kitti, serial, msg=mono)
+    graph.wait_for(lambda: graph.messages(f"{ns}/depth", stamp), what="output of a mono8 frame")
+    assert node.stats.rejected == 4 and node.stats.failed == 0
+
+
+def test_compressed_input_network_resolution_decimated_xyzrgb_16bit(graph, checkpoint, kitti):
+    ns = "/comp"
+    node = _node(graph, checkpoint, ns, **{
+        "image_transport": "compressed", "output_resolution": "network", "points.decimation": 2,
+        "points.xyzrgb": True, "depth.encoding": "16UC1", "points.max_range": 0.0,
+        "scale.mode": "fixed", "scale.factor": 10.0})
+    graph.collect(f"{ns}/depth", Image)
+    graph.collect(f"{ns}/depth/camera_info", CameraInfo)
+    graph.collect(f"{ns}/points", PointCloud2)
+    pub_img = graph.publisher(f"{ns}/image/compressed", CompressedImage)
+    pub_info = graph.publisher(f"{ns}/camera_info", CameraInfo)
+    graph.wait_matched(pub_img)
+    graph.wait_matched(pub_info)
+    graph.wait_node_ready(node)
+    rgb = kitti["frames"][4]
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    msg = CompressedImage(header=_header(40), format="png", data=array.array("B", png.tobytes()))
+    stamp = _header(40).stamp
+    graph.send_until(lambda: _send(graph, pub_img, pub_info, kitti, 40, msg=msg),
+                     lambda: all(graph.messages(f"{ns}/{t}", stamp) for t in ("depth", "depth/camera_info", "points")),
+                     what="outputs of a compressed frame")
+    K_net = resize_intrinsics(kitti["K"], kitti["size"], (NET_W, NET_H))
+    depth, _ = _check_outputs(graph, ns, stamp, K_net, (NET_W, NET_H), encoding="16UC1", decimation=2)
+    (cloud,) = graph.messages(f"{ns}/points", stamp)
+    _, colours = conv.cloud_to_arrays(cloud)
+    expected = cv2.resize(rgb, (NET_W, NET_H), interpolation=cv2.INTER_AREA)[::2, ::2]
+    np.testing.assert_array_equal(colours, expected)
+    # Millimetres, rounded.
+    (dmsg,) = graph.messages(f"{ns}/depth", stamp)
+    mm = np.frombuffer(bytes(dmsg.data), np.uint16).reshape(NET_H, NET_W)
+    assert 1000 < np.median(mm) < 4000 and (mm > 0).all()
+
+    # Bad compressed data is dropped with a reason; the node keeps serving.
+    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    # One at a time: only the latest frame is kept, so a burst could replace a bad frame before it is decoded.
+    for i, data in enumerate((jpg.tobytes()[:5000], b"garbage bytes", b"")):
+        bad = CompressedImage(header=_header(41 + i), format="jpeg", data=array.array("B", data))
+        graph.send_until(lambda: _send(graph, pub_img, pub_info, kitti, 41 + i, msg=bad),
+                         lambda: node.stats.rejected >= i + 1, what=f"rejection of bad compressed frame {i}")
+    assert node.stats.failed == 0
+    assert {"truncated JPEG", "CompressedImage format 'jpeg'", "empty CompressedImage data (format 'jpeg')"} \
+        <= set(node.stats.rejected_reasons)
+    msg = CompressedImage(header=_header(50), format="jpeg", data=array.array("B", jpg.tobytes()))
+    stamp = _header(50).stamp
+    graph.send_until(lambda: _send(graph, pub_img, pub_info, kitti, 50, msg=msg),
+                     lambda: graph.messages(f"{ns}/depth", stamp), what="output after bad compressed frames")
+
+
+def test_intrinsics_fallback_and_none(graph, checkpoint, kitti):
+    fx, cx, cy = 700.0, 600.0, 180.0
+    with_fallback = _node(graph, checkpoint, "/fb", **{"intrinsics.fx": fx, "intrinsics.fy": fx,
+                                                       "intrinsics.cx": cx, "intrinsics.cy": cy,
+                                                       "intrinsics.width": 1242, "intrinsics.height": 375})
+    without = _node(graph, checkpoint, "/noK")
+    for ns in ("/fb", "/noK"):
+        graph.collect(f"{ns}/depth", Image)
+        graph.collect(f"{ns}/depth/camera_info", CameraInfo)
+        graph.collect(f"{ns}/points", PointCloud2)
+    pubs = {ns: graph.publisher(f"{ns}/image", Image) for ns in ("/fb", "/noK")}
+    for pub in pubs.values():
+        graph.wait_matched(pub)
+    graph.wait_node_ready(with_fallback)
+    graph.wait_node_ready(without)
+    K_fb = np.array([[fx, 0, cx], [0, fx, cy], [0, 0, 1.0]])
+    for i in range(2):
+        stamps = {ns: _send(graph, pub, None, kitti, 60 + i, info=False) for ns, pub in pubs.items()}
+        graph.wait_for(lambda: graph.messages("/fb/points", stamps["/fb"]), what="fallback-intrinsics cloud")
+        _check_outputs(graph, "/fb", stamps["/fb"], K_fb, kitti["size"], max_range=8.0)
+        graph.wait_for(lambda: graph.messages("/noK/depth", stamps["/noK"]), what="depth without intrinsics")
+    time.sleep(0.5)
+    assert graph.messages("/noK/points") == [] and graph.messages("/noK/depth/camera_info") == []
+    assert without.stats.processed == 2 and with_fallback.stats.processed == 2
+
+
+def test_no_subscriber_no_inference_and_latest_frame_only(graph, checkpoint, kitti):
+    ns = "/lazy"
+    node = _node(graph, checkpoint, ns, **{"qos.input.reliability": "reliable", "qos.input.depth": 50})
+    pub_img = graph.publisher(f"{ns}/image", Image)
+    pub_info = graph.publisher(f"{ns}/camera_info", CameraInfo)
+    graph.wait_matched(pub_img)
+    calls = []
+    predict = node.estimator.predict
+    node.estimator.predict = lambda *a, **k: calls.append(1) or predict(*a, **k)
+    for i in range(3):
+        _send(graph, pub_img, pub_info, kitti, 70 + i)
+    graph.wait_for(lambda: node.stats.received == 3, what="three frames received")
+    time.sleep(0.3)
+    assert node.stats.skipped_no_subscribers == 3 and node.stats.processed == 0 and calls == []
+
+    # A subscriber appears: a burst of frames faster than inference. Only the newest waiting frame is kept.
+    graph.collect(f"{ns}/depth", Image)
+    graph.wait_for(node.has_subscribers, what="the node to see the subscriber")
+    small = [cv2.resize(f, (621, 188), interpolation=cv2.INTER_AREA) for f in kitti["frames"]]
+    last = None
+    for i in range(12):
+        last = _header(80 + i)
+        pub_img.publish(conv.rgb_to_image(small[i % 7], last, "rgb8"))
+    graph.wait_for(lambda: graph.messages(f"{ns}/depth", last.stamp), what="the last frame of the burst")
+    graph.wait_for(lambda: node.stats.received == 15, what="all frames received")
+    time.sleep(0.3)
+    s = node.stats
+    assert s.dropped > 0
+    assert s.processed + s.dropped == 12 and s.processed == len(graph.messages(f"{ns}/depth")) == len(calls)
+    assert s.received == s.processed + s.dropped + s.skipped_no_subscribers + s.rejected + s.failed
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The node as a separate process
+# ----------------------------------------------------------------------------------------------------------------
+def _node_command():
+    exe = shutil.which("depth_node", path=os.path.dirname(sys.executable)) or shutil.which("depth_node")
+    return [exe] if exe else [sys.executable, "-m", "dna_depth_ros.depth_node"]
+
+
+def _child_env():
+    env = dict(os.environ)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def test_separate_process_with_yaml_and_remaps(graph, checkpoint, kitti):
+    ns = "/proc"
+    cmd = _node_command() + [
+        "--ros-args", "-r", f"__ns:={ns}", "--params-file", str(REPO / "config" / "dna_depth.yaml"),
+        "-p", f"weights:={checkpoint}", "-p", "log_throttle_sec:=0.0",
+        "-r", "image:=/cam/image_rect", "-r", "camera_info:=/cam/camera_info"]
+    proc = subprocess.Popen(cmd, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        graph.collect(f"{ns}/depth", Image)
+        graph.collect(f"{ns}/depth/camera_info", CameraInfo)
+        graph.collect(f"{ns}/points", PointCloud2)
+        pub_img = graph.publisher("/cam/image_rect", Image, reliable=False)
+        pub_info = graph.publisher("/cam/camera_info", CameraInfo)
+        graph.wait_for(lambda: pub_img.get_subscription_count() >= 1 or proc.poll() is not None, timeout=60,
+                       what="the node process to subscribe")
+        assert proc.poll() is None, proc.stdout.read()
+        graph.wait_for(lambda: graph.tester.count_publishers(f"{ns}/points") >= 1, what="the node's publishers")
+        sent = []
+
+        def send_until_answered(msg=None, timeout=60.0):
+            """Publish (new stamps) until the node answers. Early frames are skipped while the node's publishers
+            discover our subscriptions, and a best-effort camera can lose a 1.4 MB frame in transit."""
+            deadline = time.monotonic() + timeout
+            while True:
+                assert time.monotonic() < deadline and proc.poll() is None, "the node process does not answer"
+                stamp = _send(graph, pub_img, pub_info, kitti, 80 + len(sent))
+                sent.append(stamp)
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < 5.0:
+                    if all(graph.messages(f"{ns}/{t}", stamp) for t in OUTPUT_TOPICS):
+                        return stamp
+                    time.sleep(0.05)
+
+        send_until_answered()  # discovery done both ways
+        time.sleep(0.5)
+        stamp = send_until_answered()
+        _check_outputs(graph, ns, stamp, kitti["K"], kitti["size"], max_range=8.0)
+        bad = Image(header=_header(200), height=0, width=0, encoding="rgb8")
+        pub_img.publish(bad)
+        stamp = send_until_answered()
+        _check_outputs(graph, ns, stamp, kitti["K"], kitti["size"], max_range=8.0)
+        time.sleep(0.5)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "dropping frame: empty image: 0x0" in out
+        m = re.search(r"received (\d+), processed (\d+), dropped (\d+), skipped \(no subscribers\) (\d+), "
+                      r"rejected (\d+), failed (\d+)", out)
+        received, processed, dropped, skipped, rejected, failed = (int(x) for x in m.groups())
+        answered = sum(any(graph.messages(f"{ns}/{t}", p) for t in OUTPUT_TOPICS) for p in sent)
+        assert (processed, rejected, failed) == (answered, 1, 0)
+        assert received <= len(sent) + 1
+        assert received == processed + rejected + skipped + dropped
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
+def test_bad_weights_path_is_a_clear_error_at_start(tmp_path):
+    missing = tmp_path / "no_such_model.safetensors"
+    proc = subprocess.run(_node_command() + ["--ros-args", "-p", f"weights:={missing}"], env=_child_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    out = proc.stdout + proc.stderr
+    assert f"weights file not found: {missing}" in out and "cannot start" in out
+    proc = subprocess.run(_node_command() + ["--ros-args", "-p", "weights:=/tmp/x.safetensors", "-p",
+                                             "scale.mode:=metres"], env=_child_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "parameter 'scale.mode': 'metres' is not one of none, fixed, camera_height" in proc.stdout + proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pieces of the node, without a graph
+# ----------------------------------------------------------------------------------------------------------------
+def test_bad_parameters_are_named(graph, checkpoint):
+    from dna_depth_ros.depth_node import NodeConfigError
+
+    cases = {
+        "parameter 'weights' is empty": {"weights": ""},
+        "parameter 'input_height': 100 is not a multiple of 32": {"input_height": 100, "input_width": 320},
+        "parameter 'scale.camera_height' must be > 0": {"scale.mode": "camera_height"},
+        "parameter 'depth.encoding': '8UC1' is not one of 32FC1, 16UC1": {"depth.encoding": "8UC1"},
+    }
+    for message, params in cases.items():
+        overrides = [Parameter("weights", value=checkpoint)] + [Parameter(k, value=v) for k, v in params.items()]
+        with pytest.raises(NodeConfigError, match=re.escape(message)):
+            DepthNode(context=graph.context, namespace="/badparams", parameter_overrides=overrides)
+    # Nothing half-built stays in the graph.
+    assert "dna_depth" not in graph.tester.get_node_names()
+
+
+def test_throttled_logger_counts_what_it_holds_back():
+    from dna_depth_ros.depth_node import ThrottledLogger
+
+    class Sink:
+        def __init__(self):
+            self.lines = []
+
+        def error(self, m):
+            self.lines.append(("error", m))
+
+        def warning(self, m):
+            self.lines.append(("warning", m))
+
+        def info(self, m):
+            self.lines.append(("info", m))
+
+    sink = Sink()
+    log = ThrottledLogger(sink, period=0.2)
+    for _ in range(5):
+        log.log("error", "truncated", "truncated data")
+    log.log("error", "step", "wrong step")
+    assert sink.lines == [("error", "truncated data"), ("error", "wrong step")]
+    time.sleep(0.25)
+    log.log("error", "truncated", "truncated data")
+    assert sink.lines[-1] == ("error", "truncated data (4 similar message(s) suppressed in the last 0.2 s)")
+    assert log.once("warning", "fallback", "x") and not log.once("warning", "fallback", "x")
+    assert sink.lines[-1] == ("warning", "x") and len(sink.lines) == 4
+
+
+def test_latest_slot_keeps_only_the_newest():
+    from dna_depth_ros.depth_node import LatestSlot
+
+    slot = LatestSlot()
+    assert slot.put(1) is False
+    assert slot.put(2) is True  # 1 dropped
+    assert slot.take(0.01) == 2 and slot.take(0.01) is None
+    got = []
+    t = threading.Thread(target=lambda: got.append(slot.take(5.0)))
+    t.start()
+    slot.put(3)
+    t.join(5)
+    assert got == [3]
+    slot.close()
+    t0 = time.monotonic()
+    assert slot.take(5.0) is None and time.monotonic() - t0 < 1.0

@@ -1,0 +1,172 @@
+"""The launch files, the parameter file and the docs agree with the package.
+
+``ros2 launch`` (launch, launch_ros) cannot be installed here, so the Python launch file is parsed with ``ast`` and
+the XML one with ElementTree; the package, executable, node name, parameter file and remapped topics they name
+are checked against package.xml, setup.py, the node and config/. The YAML's parameters must be exactly the
+node's declared parameters, with the same types and defaults, and docs/ros.md must document each of them.
+"""
+import ast
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PY_LAUNCH = REPO / "launch" / "dna_depth.launch.py"
+XML_LAUNCH = REPO / "launch" / "dna_depth.launch.xml"
+YAML = REPO / "config" / "dna_depth.yaml"
+
+
+def _package_name():
+    return ET.parse(REPO / "package.xml").getroot().findtext("name")
+
+
+def _console_scripts():
+    """name -> 'module:function' from setup.py's entry_points (parsed, not executed)."""
+    tree = ast.parse((REPO / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "entry_points":
+            entry_points = ast.literal_eval(node.value)
+            return dict(tuple(s.strip() for s in line.split("=", 1)) for line in entry_points["console_scripts"])
+    raise AssertionError("setup.py has no entry_points")
+
+
+def _installed_data_globs():
+    """The glob patterns of setup.py's data_files, per install folder (``share/<pkg>/config`` -> ['config/*.yaml'])."""
+    text = (REPO / "setup.py").read_text()
+    return re.findall(r'glob\("([^"]+)"\)', text)
+
+
+def _call_name(call):
+    f = call.func
+    return f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+
+
+def _kw(call, name):
+    for k in call.keywords:
+        if k.arg == name:
+            return k.value
+    return None
+
+
+@pytest.fixture(scope="module")
+def py_launch():
+    tree = ast.parse(PY_LAUNCH.read_text(), filename=str(PY_LAUNCH))
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    return tree, calls
+
+
+def _resolve_path_join(expr, declared_defaults):
+    """Evaluate the small subset of substitutions the launch file uses into a path relative to the package:
+    PathJoinSubstitution([FindPackageShare(pkg), "a", "b"]) -> (pkg, "a/b")."""
+    if isinstance(expr, ast.Call) and _call_name(expr) == "LaunchConfiguration":
+        return _resolve_path_join(declared_defaults[expr.args[0].value], declared_defaults)
+    assert isinstance(expr, ast.Call) and _call_name(expr) == "PathJoinSubstitution", ast.dump(expr)
+    parts = expr.args[0].elts
+    share = parts[0]
+    assert _call_name(share) == "FindPackageShare"
+    return share.args[0].value, "/".join(p.value for p in parts[1:])
+
+
+def test_python_launch_file(py_launch):
+    tree, calls = py_launch
+    imported = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported <= {"launch", "launch_ros"}
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+
+    declared = {c.args[0].value: _kw(c, "default_value") for c in calls if _call_name(c) == "DeclareLaunchArgument"}
+    used = {c.args[0].value for c in calls if _call_name(c) == "LaunchConfiguration"}
+    assert used <= set(declared), f"undeclared launch arguments: {used - set(declared)}"
+
+    (node,) = [c for c in calls if _call_name(c) == "Node"]
+    package = ast.literal_eval(_kw(node, "package"))
+    executable = ast.literal_eval(_kw(node, "executable"))
+    assert package == _package_name() == "dna_depth_ros"
+    scripts = _console_scripts()
+    assert executable in scripts and scripts[executable] == "dna_depth_ros.depth_node:main"
+    from dna_depth_ros import depth_node
+    assert callable(depth_node.main)
+    assert ast.literal_eval(_kw(node, "name")) == depth_node.NODE_NAME
+
+    params = _kw(node, "parameters").elts
+    pkg, rel = _resolve_path_join(params[0], declared)
+    assert pkg == package and rel == "config/dna_depth.yaml"
+    assert (REPO / rel).is_file()
+    assert "config/*.yaml" in _installed_data_globs()  # installed to share/<pkg>/config by setup.py
+    assert "launch/*.launch.py" in _installed_data_globs()
+    # weights are passed on top of the YAML
+    assert isinstance(params[1], ast.Dict) and [k.value for k in params[1].keys] == ["weights"]
+
+    remaps = {r.elts[0].value for r in _kw(node, "remappings").elts}
+    assert {"image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points"} <= remaps
+
+
+def test_xml_launch_file(py_launch):
+    root = ET.parse(XML_LAUNCH).getroot()
+    assert root.tag == "launch"
+    args = {a.get("name"): a.get("default") for a in root.findall("arg")}
+    (node,) = root.findall("node")
+    assert node.get("pkg") == _package_name()
+    assert node.get("exec") in _console_scripts()
+    from dna_depth_ros import depth_node
+    assert node.get("name") == depth_node.NODE_NAME
+    text = XML_LAUNCH.read_text()
+    used = set(re.findall(r"\$\(var ([a-z_]+)\)", text))
+    assert used <= set(args), f"undeclared launch arguments: {used - set(args)}"
+
+    param_from = [p.get("from") for p in node.findall("param") if p.get("from")]
+    assert param_from == ["$(var params_file)"]
+    m = re.fullmatch(r"\$\(find-pkg-share ([a-z_]+)\)/(.+)", args["params_file"])
+    assert m and m.group(1) == _package_name() and (REPO / m.group(2)).is_file()
+    assert [p.get("name") for p in node.findall("param") if p.get("name")] == ["weights"]
+    remaps = {r.get("from") for r in node.findall("remap")}
+    assert {"image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points"} <= remaps
+    assert "launch/*.launch.xml" in _installed_data_globs()
+
+    # Both launch files take the same arguments.
+    _, calls = py_launch
+    py_args = {c.args[0].value for c in calls if _call_name(c) == "DeclareLaunchArgument"}
+    assert py_args == set(args)
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def test_parameter_file_matches_the_declared_parameters():
+    from dna_depth_ros import depth_node
+
+    doc = yaml.safe_load(YAML.read_text())
+    assert list(doc) == [depth_node.NODE_NAME]  # the node name the launch files give it
+    params = _flatten(doc[depth_node.NODE_NAME]["ros__parameters"])
+    specs = {s.name: s for s in depth_node.PARAMETERS}
+    assert set(params) == set(specs), (set(params) ^ set(specs))
+    for name, value in params.items():
+        default = specs[name].default
+        assert type(value) is type(default), f"{name}: YAML {type(value).__name__}, node {type(default).__name__}"
+        assert value == default, f"{name}: YAML {value!r}, node default {default!r}"
+        if specs[name].choices:
+            assert value in specs[name].choices
+
+
+def test_parameters_are_documented():
+    from dna_depth_ros import depth_node
+
+    docs = (REPO / "docs" / "ros.md").read_text()
+    for spec in depth_node.PARAMETERS:
+        assert f"`{spec.name}`" in docs, f"docs/ros.md does not document {spec.name}"
+        assert spec.description, spec.name
+    for topic in ("image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points",
+                  "depth/colored"):
+        assert f"`{topic}`" in docs
+    assert (REPO / "config" / "nav2_costmap_example.yaml").is_file()
+    nav2 = yaml.safe_load((REPO / "config" / "nav2_costmap_example.yaml").read_text())
+    assert "local_costmap" in nav2
