@@ -15,6 +15,10 @@ COMMAND_MODULES = (
     "splits",
     "train",
     "evaluate",
+    "export_onnx",
+    "bench",
+    "bag_info",
+    "bag_extract",
 )
 
 

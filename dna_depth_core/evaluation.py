@@ -392,3 +392,103 @@ def evaluate_model(net, data_path, split_lines: Sequence, gt_depths: Sequence[np
     result.update(frames=len(entries), ratio_median=float(np.median(ratios)), ratio_std=float(np.std(ratios)),
                   per_frame=per_frame)
     return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pose evaluation (synthetic drives: poses.txt)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def read_drive_poses(data_path, folder: str) -> np.ndarray:
+    """``DATA/folder/poses.txt`` (one 3x4 row-major ``T_world_cam`` a line, as synthetic drives write it) as
+    ``(N, 4, 4)`` float64."""
+    path = Path(data_path) / folder / "poses.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no ground-truth poses: {path} not found (synthetic drives write it)")
+    rows = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    if rows.shape[1] != 12:
+        raise ValueError(f"{path}: expected 12 numbers (3x4 T_world_cam) a line, got {rows.shape[1]}")
+    T = np.tile(np.eye(4), (len(rows), 1, 1))
+    T[:, :3, :4] = rows.reshape(-1, 3, 4)
+    return T
+
+
+def pose_metrics(t_pred, t_true) -> dict:
+    """Agreement of predicted and true per-pair translations (``(N, 3)`` each): ``pearson_speed`` (correlation of
+    the norms), ``cos_mean`` (mean cosine of the vectors), ``scale`` (median of ``|t_true| / |t_pred|``),
+    ``pairs``. The correlation is nan when either set of norms is constant."""
+    t_pred = np.asarray(t_pred, np.float64).reshape(-1, 3)
+    t_true = np.asarray(t_true, np.float64).reshape(-1, 3)
+    if t_pred.shape != t_true.shape or len(t_pred) == 0:
+        raise ValueError(f"t_pred {t_pred.shape} and t_true {t_true.shape}: need the same, non-empty (N, 3)")
+    n_pred, n_true = np.linalg.norm(t_pred, axis=1), np.linalg.norm(t_true, axis=1)
+    eps = 1e-12
+    if len(n_pred) > 1 and n_pred.std() > eps and n_true.std() > eps:
+        pearson = float(np.corrcoef(n_pred, n_true)[0, 1])
+    else:
+        pearson = float("nan")
+    cos = np.sum(t_pred * t_true, axis=1) / np.maximum(n_pred * n_true, eps)
+    return {"pearson_speed": pearson, "cos_mean": float(np.mean(cos)),
+            "scale": float(np.median(n_true / np.maximum(n_pred, eps))), "pairs": int(len(t_pred))}
+
+
+def evaluate_pose(pose_net, data_path, split_lines: Sequence, height: int, width: int, device="cpu",
+                  batch_size: int = 8, return_arrays: bool = False) -> dict:
+    """Translations of a pose network against a drive's ground-truth poses (``poses.txt``).
+
+    For each split frame ``i`` whose next frame ``i + 1`` exists, the network sees the pair in temporal order,
+    ``pose_net(frame_i, frame_i+1)`` (images resized to ``height`` x ``width`` as in training), exactly as the
+    trainer feeds its ``+1`` source. The trainer uses that output as ``T_source_target`` (source ``i + 1``, target
+    ``i``), so the true value is ``T = inv(T_world_cam[i + 1]) @ T_world_cam[i]``: a point in camera ``i`` expressed
+    in camera ``i + 1``. Driving forward (+z) gives a negative ``t_z``. Both translations are the ``[:3, 3]``
+    column of the 4x4 transform (``geometry.pose_vec_to_mat`` of the network's output).
+
+    Returns :func:`pose_metrics` (``pearson_speed``, ``cos_mean``, ``scale``, ``pairs``); with
+    ``return_arrays`` also ``t_pred`` and ``t_true`` (``(N, 3)`` arrays).
+    """
+    import torch
+
+    from dna_depth_core.data.kitti import image_path, load_image
+    from dna_depth_core.geometry import pose_vec_to_mat
+
+    entries = [e if isinstance(e, SplitEntry) else parse_split_line(e) for e in split_lines]
+    poses: dict[str, np.ndarray] = {}
+    pairs = []
+    for e in entries:
+        if e.folder not in poses:
+            poses[e.folder] = read_drive_poses(data_path, e.folder)
+        T = poses[e.folder]
+        i = e.frame_index
+        if 0 <= i and i + 1 < len(T) and image_path(data_path, e.folder, i + 1, e.side).is_file():
+            pairs.append((e, i))
+    if not pairs:
+        raise ValueError("evaluate_pose: no split frame has a next frame with a pose and an image")
+
+    def load(e, i):
+        img = load_image(image_path(data_path, e.folder, i, e.side))
+        h0, w0 = img.shape[:2]
+        if (w0, h0) != (width, height):
+            interp = cv2.INTER_AREA if (w0 >= width and h0 >= height) else cv2.INTER_LINEAR
+            img = cv2.resize(img, (width, height), interpolation=interp)
+        return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+
+    was_training = pose_net.training
+    pose_net.eval()
+    t_pred = []
+    try:
+        with torch.no_grad():
+            for k in range(0, len(pairs), batch_size):
+                chunk = pairs[k:k + batch_size]
+                a = torch.stack([load(e, i) for e, i in chunk]).to(device)
+                b = torch.stack([load(e, i + 1) for e, i in chunk]).to(device)
+                axisangle, translation = pose_net(a, b)
+                M = pose_vec_to_mat(axisangle.float(), translation.float())
+                t_pred.append(M[:, :3, 3].cpu().double().numpy())
+    finally:
+        pose_net.train(was_training)
+    t_pred = np.concatenate(t_pred)
+    t_true = np.stack([(np.linalg.inv(poses[e.folder][i + 1]) @ poses[e.folder][i])[:3, 3] for e, i in pairs])
+    out = pose_metrics(t_pred, t_true)
+    if return_arrays:
+        out.update(t_pred=t_pred, t_true=t_true)
+    return out

@@ -9,8 +9,8 @@ Pipeline:
 1. The image is (optionally) centre-cropped to the network's aspect ratio (``resize="crop"``) and resized to the
    network's input size; the intrinsics follow the crop and the resize (:func:`crop_intrinsics`,
    :func:`resize_intrinsics`).
-2. The backend (``backend="torch"``; see :data:`BACKENDS` to add e.g. onnxruntime) turns the ``(1, 3, h, w)`` float
-   image into the sigmoid disparity ``(1, 1, h, w)``.
+2. The backend (``backend="auto"``: onnxruntime on the CPU, torch on CUDA; or ``"torch"``, ``"onnxruntime"``; see
+   :data:`BACKENDS`) turns the ``(1, 3, h, w)`` float image into the sigmoid disparity ``(1, 1, h, w)``.
 3. The disparity is resized to the requested output (``output="input"``: the input's resolution, NaN outside a
    crop; ``output="network"``: the network's), converted with ``geometry.disp_to_depth`` and multiplied by the
    metric scale.
@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
-import warnings
 from typing import Any, Callable
 
 import cv2
@@ -36,6 +34,7 @@ import numpy as np
 import torch
 
 from dna_depth_core import geometry
+from dna_depth_core.backends import FACTORIES, TorchBackend, resolve_device  # noqa: F401 (re-exported)
 
 SCALE_MODES = ("none", "fixed", "camera_height")
 OUTPUT_MODES = ("input", "network")
@@ -270,71 +269,11 @@ class GroundPlaneScale:
 # ----------------------------------------------------------------------------------------------------------------
 # Backends
 # ----------------------------------------------------------------------------------------------------------------
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else the CPU. ``"cpu"``, ``"cuda"``, ``"cuda:N"`` force a device; a CUDA
-    device that is not available is a ValueError."""
-    device = str(device).strip().lower()
-    if device in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"device '{device}' is not a device name (use auto, cpu, cuda or cuda:N)") from exc
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device '{device}' requested but CUDA is not available (use device=auto or cpu)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device '{device}' requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-    elif dev.type != "cpu":
-        raise ValueError(f"device '{device}' not supported (use auto, cpu, cuda or cuda:N)")
-    return dev
-
-
-class TorchBackend:
-    """PyTorch backend: ``__call__(x)`` with ``x`` a ``(1, 3, h, w)`` float32 array in [0, 1] -> the scale-0 sigmoid
-    disparity ``(1, 1, h, w)`` float32 array.
-
-    ``checkpoint`` is a path to a dna-depth safetensors checkpoint or an already-built depth network (an
-    ``nn.Module`` with a ``config``). fp16 is used on CUDA only (``self.fp16`` says whether it is on).
-    """
-
-    name = "torch"
-
-    def __init__(self, checkpoint: Any, device: str = "auto", fp16: bool = False):
-        self.device = resolve_device(device)
-        if isinstance(checkpoint, torch.nn.Module):
-            net = checkpoint
-        else:
-            from dna_depth_core.checkpoint import load_checkpoint
-
-            if checkpoint is None or not os.fspath(checkpoint):
-                raise ValueError("weights: no checkpoint path given")
-            path = os.fspath(checkpoint)
-            if not os.path.exists(path):
-                raise FileNotFoundError(f"weights file not found: {path}")
-            net = load_checkpoint(path, map_location="cpu")
-        if not hasattr(net, "config"):
-            raise ValueError("checkpoint: the network has no 'config' (expected a dna_depth_core DepthNet)")
-        self.config = net.config
-        self.fp16 = bool(fp16) and self.device.type == "cuda"
-        if fp16 and not self.fp16:
-            warnings.warn("fp16 requested on the CPU: ignored (fp16 is used on CUDA only)", stacklevel=3)
-        net = net.to(self.device).eval()
-        self.net = net.half() if self.fp16 else net
-
-    @torch.inference_mode()
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(x).to(self.device, non_blocking=True)
-        if self.fp16:
-            t = t.half()
-        disp = self.net(t)[0]
-        return disp.float().cpu().numpy()
-
-
 #: Inference backends by name: a callable ``(checkpoint, device, fp16) -> backend`` whose result has ``config``
-#: (a DepthConfig-like object with height, width, min_depth, max_depth), ``device``, ``fp16``, ``name`` and
-#: ``__call__(x (1, 3, h, w) float32) -> disparity (1, 1, h, w) float32``. An onnxruntime backend registers here.
-BACKENDS: dict[str, Callable[..., Any]] = {"torch": TorchBackend}
+#: (a DepthConfig with height, width, min_depth, max_depth), ``device``, ``fp16``, ``name``, ``supports_size(h, w)``
+#: and ``__call__(x (1, 3, h, w) float32) -> disparity (1, 1, h, w) float32`` (see dna_depth_core.backends).
+#: ``auto`` picks the one measured fastest at fp32 accuracy: onnxruntime on the CPU, torch on CUDA.
+BACKENDS: dict[str, Callable[..., Any]] = dict(FACTORIES)
 
 
 def register_backend(name: str, factory: Callable[..., Any]) -> None:
@@ -376,7 +315,8 @@ class DepthEstimator:
         checkpoint: path to a dna-depth checkpoint (``.safetensors``) or a depth network.
         device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         fp16: half precision on CUDA (ignored on the CPU).
-        backend: a key of :data:`BACKENDS` (``"torch"``).
+        backend: a key of :data:`BACKENDS`: ``"auto"`` (default: onnxruntime on the CPU, torch on CUDA),
+            ``"torch"`` or ``"onnxruntime"`` (which also takes an exported ``.onnx`` file as ``checkpoint``).
         input_size: ``(height, width)`` the image is resized to, multiples of 32; default: the checkpoint's.
         output: ``"input"`` (depth at the input image's resolution) or ``"network"`` (at ``input_size``).
         resize: ``"stretch"`` (resize the whole image) or ``"crop"`` (centre-crop to the network's aspect ratio
@@ -388,7 +328,7 @@ class DepthEstimator:
         ground: extra keyword arguments of :class:`GroundPlaneScale`.
     """
 
-    def __init__(self, checkpoint: Any, device: str = "auto", fp16: bool = False, backend: str = "torch",
+    def __init__(self, checkpoint: Any, device: str = "auto", fp16: bool = False, backend: str = "auto",
                  input_size: tuple[int, int] | None = None, output: str = "input", resize: str = "stretch",
                  scale_mode: str = "none", scale_factor: float = 1.0, camera_height: float | None = None,
                  ground: dict[str, Any] | None = None):
@@ -414,6 +354,9 @@ class DepthEstimator:
         h, w = (int(v) for v in input_size)
         if h <= 0 or w <= 0 or h % 32 or w % 32:
             raise ValueError(f"input_size must be positive multiples of 32 (height, width), got {input_size}")
+        if not self.backend.supports_size(h, w):
+            raise ValueError(f"input_size {h}x{w}: the {self.backend.name} backend was built for "
+                             f"{self.backend.height}x{self.backend.width} only (export the .onnx with --dynamic)")
         self.input_size = (h, w)
         self.output = output
         self.resize = resize

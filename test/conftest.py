@@ -90,3 +90,12 @@ def lite0_checkpoint(directory, height: int, width: int, seed: int = 0) -> str:
     path = Path(directory) / f"lite0_{height}x{width}.safetensors"
     dna_depth_core.save_checkpoint(net, str(path))
     return str(path)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for the test: on a shared 2-core machine multi-threaded torch is erratic and slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -24,7 +24,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def estimator(checkpoint):
-    return inf.DepthEstimator(checkpoint, device="cpu")  # loads the file
+    return inf.DepthEstimator(checkpoint, device="cpu", backend="torch")  # loads the file
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_input_resolution_output_upsamples_the_disparity(estimator, image):
     res = estimator.predict(image, K_KITTI)
     assert res.depth.shape == (375, 1242)
     np.testing.assert_array_equal(res.K, K_KITTI)
-    net_res = inf.DepthEstimator(estimator.backend.net, output="network").predict(image, K_KITTI)
+    net_res = inf.DepthEstimator(estimator.backend.net, backend="torch", output="network").predict(image, K_KITTI)
     disp = 1.0 / net_res.depth
     up = cv2.resize(disp, (1242, 375), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_allclose(res.depth, 1.0 / up, rtol=1e-3)
@@ -172,7 +172,7 @@ def test_bad_arguments_are_named(net, tmp_path, estimator):
         inf.DepthEstimator(str(corrupt))
     with pytest.raises(ValueError, match="multiples of 32"):
         inf.DepthEstimator(net, input_size=(100, 320))
-    with pytest.raises(ValueError, match="backend 'onnx' unknown; available: torch"):
+    with pytest.raises(ValueError, match="backend 'onnx' unknown; available: auto, onnxruntime, torch"):
         inf.DepthEstimator(net, backend="onnx")
     with pytest.raises(ValueError, match="scale_mode 'metric' unknown"):
         inf.DepthEstimator(net, scale_mode="metric")
@@ -259,6 +259,9 @@ def test_camera_height_through_the_estimator_follows_resize_and_intrinsics():
         def __init__(self, checkpoint, device, fp16):
             self.config = type("Cfg", (), {"height": 96, "width": 320, "min_depth": 0.1, "max_depth": 100.0})
 
+        def supports_size(self, h, w):
+            return (h, w) == (96, 320)
+
         def __call__(self, x):
             assert x.shape == (1, 3, 96, 320) and x.dtype == np.float32
             K_net = inf.resize_intrinsics(K_big, (big_w, big_h), (320, 96))
@@ -330,3 +333,13 @@ def test_ground_plane_arguments_are_checked():
         inf.GroundPlaneScale(1.0, roi=(0.8, 0.5, 0.0, 1.0))
     with pytest.raises(ValueError, match="smoothing"):
         inf.GroundPlaneScale(1.0, smoothing=0.0)
+
+
+def test_auto_backend_is_onnxruntime_on_the_cpu_and_agrees_with_torch(checkpoint, image):
+    pytest.importorskip("onnxruntime")
+    auto = inf.DepthEstimator(checkpoint, device="cpu", output="network")
+    assert auto.backend.name == "onnxruntime"
+    ref = inf.DepthEstimator(checkpoint, device="cpu", backend="torch", output="network")
+    a, b = auto.predict(image, K_KITTI).depth, ref.predict(image, K_KITTI).depth
+    # Equal to torch within 1e-4 in disparity (the bar), compared here through depth = 1/scaled disparity.
+    np.testing.assert_allclose(1.0 / a, 1.0 / b, atol=1e-4)

@@ -17,12 +17,8 @@ H, W = 64, 192
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """The CI box has few cores shared with other jobs: one intra-op thread is much faster there."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread):
+    """One intra-op torch thread (conftest.one_torch_thread) for every test here."""
 
 
 @pytest.fixture(scope="module")

@@ -21,18 +21,8 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
 
 
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: CUDA is not available on this machine")
-    return dev
-
-
 def run(args) -> int:
+    from dna_depth_core.backends import resolve_device
     from dna_depth_core.checkpoint import load_checkpoint
     from dna_depth_core.predict import find_images, predict_paths
 

@@ -16,6 +16,10 @@ Render a procedural street drive by ray casting (numpy), in the KITTI raw layout
   OUT/DATE/DATE_drive_XXXX_sync/poses.txt              T_world_cam, 3x4 row-major a line
   OUT/splits/DATE_drive_XXXX_sync.txt                  frames with both neighbours
 
+With --bag OUT_BAG it writes the drive as a ROS 2 bag instead (sensor_msgs/Image rgb8 + CameraInfo at --fps,
+and the exact depth as 32FC1 on /camera/depth_gt; --storage mcap or sqlite3):
+  dna-depth synth --bag data/synth_bag --frames 300 --width 320 --height 96
+
 Use another --seed (and --drive) for a held-out drive, e.g.:
   dna-depth synth --out data/synth --frames 300
   dna-depth synth --out data/synth --frames 100 --seed 1 --drive 2
@@ -23,7 +27,12 @@ Use another --seed (and --drive) for a held-out drive, e.g.:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output root (the KITTI raw root: date folders go here)")
+    out = parser.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", help="output root (the KITTI raw root: date folders go here)")
+    out.add_argument("--bag", help="write a ROS 2 bag (folder) instead of the KITTI layout")
+    parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default mcap)")
+    parser.add_argument("--fps", type=float, default=10.0, help="bag frame rate (default 10)")
+    parser.add_argument("--compressed", choices=("jpeg", "png"), help="bag: CompressedImage instead of Image")
     parser.add_argument("--frames", type=int, required=True, help="number of frames to render")
     parser.add_argument("--seed", type=int, default=0, help="scene and trajectory seed (default 0)")
     parser.add_argument("--width", type=int, default=640, help="image width (default 640)")
@@ -40,6 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dna_depth_core.data.synthetic import DEFAULT_DATE, render_drive
 
+    if args.bag:
+        from dna_depth_core.data.rosbag import write_synthetic_bag
+
+        info = write_synthetic_bag(args.bag, args.frames, seed=args.seed, width=args.width, height=args.height,
+                                   fps=args.fps, storage=args.storage, ss=args.ss, compressed=args.compressed,
+                                   progress=not args.quiet)
+        print(f"wrote {info['frames']} frames ({args.width}x{args.height}, {args.fps:g} Hz, {args.storage}) to "
+              f"{args.bag} in {info['seconds']:.1f} s")
+        return 0
     workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)
     info = render_drive(
         args.out,

@@ -20,7 +20,9 @@ The same command scales out: `torchrun --nproc_per_node 4 -m dna_depth_core.cli 
 examples:
   dna-depth train --config config/train_dna_b0_640x192.yaml data_path=/data/kitti_raw
   dna-depth train --config config/train_synthetic.yaml --out runs/synth max_steps=200 batch_size=4
-  dna-depth train --resume runs/synth num_epochs=30"""
+  dna-depth train --resume runs/synth num_epochs=30
+  dna-depth train --config config/train_synthetic.yaml --bag drive.mcap_bag --image-topic /camera/image_raw \
+      --camera-info-topic /camera/camera_info --out runs/bag max_steps=200"""
 
 
 def add_arguments(p) -> None:
@@ -31,6 +33,12 @@ def add_arguments(p) -> None:
                    help="continue from a checkpoint (default: the newest in OUT)")
     p.add_argument("--out", help="output folder (overrides out_dir)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    g = p.add_argument_group("ROS bags (dataset: bag; see docs/rosbag.md)")
+    g.add_argument("--bag", nargs="+", metavar="BAG", help="train straight from these ROS 1/ROS 2 bags (sets "
+                   "dataset=bag and bags=[...]; split by time with val_fraction)")
+    g.add_argument("--image-topic", help="sensor_msgs/Image or CompressedImage topic (default: the bag's only one)")
+    g.add_argument("--camera-info-topic", help="sensor_msgs/CameraInfo topic (default: the bag's only one)")
+    g.add_argument("--calibration", help="calibration YAML overriding the bags' CameraInfo intrinsics")
 
 
 def run(args) -> int:
@@ -49,7 +57,22 @@ def run(args) -> int:
         from dna_depth_core.training.trainer import config_from_checkpoint
 
         base = config_from_checkpoint(resume or args.out)
-    cfg = load_config(args.config, overrides, base=base)
+    bag_overrides = []
+    if getattr(args, "bag", None):
+        bags = []
+        for b in args.bag:  # `--bag a b key=value`: nargs="+" also took the overrides
+            (overrides.append(b) if "=" in b and not os.path.exists(b) else bags.append(b))
+        bag_overrides = ["dataset=bag", "bags=[" + ",".join(repr(os.path.abspath(b)) for b in bags) + "]"]
+        if not any(o.split("=", 1)[0].strip() in ("split", "val_split") for o in overrides):
+            bag_overrides += ["split=bag:train", "val_split=bag:val"]
+    for key, value in (("image_topic", getattr(args, "image_topic", None)),
+                       ("camera_info_topic", getattr(args, "camera_info_topic", None)),
+                       ("calibration", getattr(args, "calibration", None))):
+        if value is not None:
+            bag_overrides.append(f"{key}={value}")
+    cfg = load_config(args.config, bag_overrides + overrides, base=base)
+    if cfg.dataset == "bag" and cfg.val_fraction == 0 and cfg.val_split == "bag:val":
+        cfg = cfg.replace(val_split=None)
     if args.out is not None:
         cfg = cfg.replace(out_dir=args.out)
     elif resume and not any(o.split("=", 1)[0].strip() == "out_dir" for o in overrides):

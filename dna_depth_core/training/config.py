@@ -22,7 +22,7 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-POSE_MODELS = ("resnet18", "small")
+POSE_MODELS = ("resnet18", "small", "lite0")
 DEVICES_HELP = "auto (CUDA when present), cpu, cuda, cuda:N"
 
 
@@ -42,9 +42,11 @@ class TrainConfig:
 
     # -- pose ---------------------------------------------------------------------------------------------
     frame_ids: list[int] = dataclasses.field(default_factory=lambda: [0, -1, 1])  # target first, then sources
-    pose_model: str = "resnet18"              # resnet18 (paper) | small (a light strided CNN for CPU)
-    pose_pretrained: Optional[str] = "imagenet"  # resnet18 pose encoder init: imagenet | null | path
+    pose_model: str = "resnet18"              # resnet18 (paper) | small (a light strided CNN for CPU) | lite0
+    pose_pretrained: Optional[str] = "imagenet"  # resnet18 / lite0 pose encoder init: imagenet | null | path
     pose_output_scale: float = 0.01
+    pose_head_weight_scale: float = 1.0       # the pose output conv's initial weights are multiplied by this
+    pose_lr_scale: float = 1.0                # the pose network's lr is learning_rate x this
     pose_translation_bias: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0])
     pose_gt: bool = False                     # use the dataset's ground-truth poses instead of the pose network
 
@@ -61,6 +63,15 @@ class TrainConfig:
     augment: bool = True                      # colour jitter + horizontal flip (p = 0.5 each)
     use_calib: bool = False                   # K from calib_cam_to_cam.txt (false: the spec's fixed KITTI K)
     num_workers: int = 4
+    # -- ROS bags (dataset: bag; dna_depth_core.data.rosbag, docs/rosbag.md) ----------------------------------
+    bags: list[str] = dataclasses.field(default_factory=list)  # ROS 1/ROS 2 bags (sqlite3, mcap) to train on
+    image_topic: Optional[str] = None         # sensor_msgs/Image or CompressedImage (null: the bag's only one)
+    camera_info_topic: Optional[str] = None   # sensor_msgs/CameraInfo (null: the bag's only one)
+    calibration: Optional[str] = None         # calibration YAML overriding the CameraInfo intrinsics
+    frame_spacing: float = 0.1                # seconds between a target and its neighbour frames
+    static_threshold: float = 0.01            # skip targets whose mean abs grey change to a source is below this
+    val_fraction: float = 0.1                 # the last part of each bag (by time) is validation
+    bag_on_damage: str = "error"              # error | keep (train on the messages before a bag's damage)
 
     # -- optimisation -------------------------------------------------------------------------------------
     batch_size: int = 16                      # global batch: split evenly over the ranks of a torchrun job
@@ -93,6 +104,11 @@ class TrainConfig:
 
     # ------------------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
+        if self.dataset == "bag":  # bag sources split by time, not by split files: name the two parts
+            if self.split is None:
+                self.split = "bag:train"
+            if self.val_split is None and self.val_fraction > 0:
+                self.val_split = "bag:val"
         self.validate_values()
 
     def validate_values(self) -> None:
@@ -109,6 +125,8 @@ class TrainConfig:
              and 0 not in self.frame_ids[1:], "frame_ids", "must start with 0 followed by distinct source ids")
         need(self.pose_model in POSE_MODELS, "pose_model", f"must be one of {', '.join(POSE_MODELS)}")
         need(self.pose_output_scale > 0, "pose_output_scale", "must be > 0")
+        need(self.pose_head_weight_scale >= 0, "pose_head_weight_scale", "must be >= 0")
+        need(self.pose_lr_scale > 0, "pose_lr_scale", "must be > 0")
         need(len(self.pose_translation_bias) == 3, "pose_translation_bias", "must be a 3-vector")
         need(0 <= self.ssim_weight <= 1, "ssim_weight", "must be in [0, 1]")
         need(self.smoothness_weight >= 0, "smoothness_weight", "must be >= 0")
@@ -127,6 +145,11 @@ class TrainConfig:
             need(getattr(self, key) >= 0, key, "must be >= 0")
         need(self.log_every >= 1, "log_every", "must be >= 1")
         need(self.cpu_threads is None or self.cpu_threads >= 1, "cpu_threads", "must be >= 1 or null")
+        need(self.frame_spacing > 0, "frame_spacing", "must be > 0 seconds")
+        need(self.static_threshold >= 0, "static_threshold", "must be >= 0")
+        need(0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)")
+        need(self.bag_on_damage in ("error", "keep"), "bag_on_damage", "must be error or keep")
+        need(self.dataset != "bag" or len(self.bags) > 0, "bags", "dataset: bag needs at least one bag")
         need(self.val_max_batches is None or self.val_max_batches >= 1, "val_max_batches", "must be >= 1 or null")
 
     # -- conversions ----------------------------------------------------------------------------------------

@@ -125,6 +125,13 @@ def _kitti_dataset(cfg: TrainConfig, split_file: str, is_train: bool) -> Dataset
     return ds
 
 
+@register_dataset("bag")
+def _bag_dataset(cfg: TrainConfig, split_file: str, is_train: bool) -> Dataset:
+    from dna_depth_core.data.rosbag import dataset_from_config  # issue 5: train straight from ROS bags
+
+    return dataset_from_config(cfg, split_file, is_train)
+
+
 def _frame(batch: Mapping, key: str, fid: int) -> torch.Tensor:
     """``batch[key][fid]`` at scale 0 (``(B, 3, H, W)``), whether or not the dataset nests scales too."""
     if key not in batch:
@@ -317,7 +324,12 @@ def build_pose_net(cfg: TrainConfig) -> nn.Module:
     from dna_depth_core.models.pose import build_pose_model
 
     try:
-        pose = build_pose_model(cfg.pose_model, cfg.pose_pretrained, cfg.pose_output_scale)
+        if cfg.pose_model == "lite0":
+            from dna_depth_core.models.pose_lite0 import Lite0PoseNet
+
+            pose = Lite0PoseNet(cfg.pose_pretrained, cfg.pose_output_scale)
+        else:
+            pose = build_pose_model(cfg.pose_model, cfg.pose_pretrained, cfg.pose_output_scale)
     except (ValueError, FileNotFoundError):
         raise
     except Exception as exc:  # noqa: BLE001 - timm's hub download failing offline
@@ -325,6 +337,9 @@ def build_pose_net(cfg: TrainConfig) -> nn.Module:
             raise RuntimeError(f"{_offline_hint('the ResNet-18 pose encoder', 'pose_pretrained')} "
                                f"({type(exc).__name__}: {str(exc)[:300]})") from exc
         raise
+    if cfg.pose_head_weight_scale != 1.0:
+        with torch.no_grad():
+            pose.decoder.out.weight.mul_(cfg.pose_head_weight_scale)
     set_pose_translation_bias(pose, cfg.pose_translation_bias, cfg.pose_output_scale)
     return pose
 
@@ -485,7 +500,7 @@ class EpochLRSchedule:
         self.epoch = epoch
         lr = self.lr_at(epoch)
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
         return lr
 
     def state_dict(self) -> dict[str, Any]:
@@ -698,9 +713,13 @@ class Trainer:
 
         self.depth_net = build_depth_net(cfg).to(self.device)
         self.pose_net = None if cfg.pose_gt else build_pose_net(cfg).to(self.device)
-        params = list(self.depth_net.parameters())
+        params: list = list(self.depth_net.parameters())
         if self.pose_net is not None:
-            params += list(self.pose_net.parameters())
+            if cfg.pose_lr_scale != 1.0:  # two groups; the schedule keeps each group's lr_scale
+                params = [{"params": params, "lr_scale": 1.0},
+                          {"params": list(self.pose_net.parameters()), "lr_scale": float(cfg.pose_lr_scale)}]
+            else:
+                params += list(self.pose_net.parameters())
         self.depth_model: nn.Module = self.depth_net
         self.pose_model: nn.Module | None = self.pose_net
         if env.distributed:
