@@ -416,7 +416,9 @@ def read_drive_poses(data_path, folder: str) -> np.ndarray:
 def pose_metrics(t_pred, t_true) -> dict:
     """Agreement of predicted and true per-pair translations (``(N, 3)`` each): ``pearson_speed`` (correlation of
     the norms), ``cos_mean`` (mean cosine of the vectors), ``scale`` (median of ``|t_true| / |t_pred|``),
-    ``pairs``. The correlation is nan when either set of norms is constant."""
+    ``pairs``, ``spread_ratio`` (relative spread ``std / mean`` of the predicted norms over that of the true ones:
+    1 when the speed varies as much as the truth, 0 for a constant output, whose correlation means nothing).
+    The correlation is nan when either set of norms is constant."""
     t_pred = np.asarray(t_pred, np.float64).reshape(-1, 3)
     t_true = np.asarray(t_true, np.float64).reshape(-1, 3)
     if t_pred.shape != t_true.shape or len(t_pred) == 0:
@@ -428,8 +430,11 @@ def pose_metrics(t_pred, t_true) -> dict:
     else:
         pearson = float("nan")
     cos = np.sum(t_pred * t_true, axis=1) / np.maximum(n_pred * n_true, eps)
+    cv_pred = n_pred.std() / max(n_pred.mean(), eps)
+    cv_true = n_true.std() / max(n_true.mean(), eps)
     return {"pearson_speed": pearson, "cos_mean": float(np.mean(cos)),
-            "scale": float(np.median(n_true / np.maximum(n_pred, eps))), "pairs": int(len(t_pred))}
+            "scale": float(np.median(n_true / np.maximum(n_pred, eps))), "pairs": int(len(t_pred)),
+            "spread_ratio": float(cv_pred / cv_true) if cv_true > eps else float("nan")}
 
 
 def evaluate_pose(pose_net, data_path, split_lines: Sequence, height: int, width: int, device="cpu",
@@ -443,7 +448,7 @@ def evaluate_pose(pose_net, data_path, split_lines: Sequence, height: int, width
     in camera ``i + 1``. Driving forward (+z) gives a negative ``t_z``. Both translations are the ``[:3, 3]``
     column of the 4x4 transform (``geometry.pose_vec_to_mat`` of the network's output).
 
-    Returns :func:`pose_metrics` (``pearson_speed``, ``cos_mean``, ``scale``, ``pairs``); with
+    Returns :func:`pose_metrics` (``pearson_speed``, ``cos_mean``, ``scale``, ``pairs``, ``spread_ratio``); with
     ``return_arrays`` also ``t_pred`` and ``t_true`` (``(N, 3)`` arrays).
     """
     import torch

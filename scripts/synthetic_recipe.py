@@ -29,7 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 COLUMNS = ["step", "epoch", "cpu_s", "wall_s", "loss", "translation_norm", "automask_fraction", "abs_rel", "a1",
-           "pearson_speed", "cos_mean", "scale", "mean_tz", "eval_s"]
+           "pearson_speed", "cos_mean", "scale", "spread_ratio", "mean_tz", "eval_s"]
 
 
 def render_drives(data: str, train_seeds, train_frames: int, heldout_seed: int, heldout_frames: int,
@@ -57,16 +57,22 @@ def render_drives(data: str, train_seeds, train_frames: int, heldout_seed: int, 
     return train, heldout
 
 
-def plot_curves(rows: list[dict], path: str, title: str = "") -> None:
-    """Three panels against training CPU-minutes: AbsRel, a1, pearson_speed (cv2 drawing, no matplotlib)."""
+COLOURS = [(200, 60, 0), (0, 0, 220), (0, 150, 0), (160, 0, 160), (0, 140, 200), (90, 90, 90)]  # BGR
+
+
+def plot_curves(rows, path: str, title: str = "") -> None:
+    """Three panels against training CPU-minutes: AbsRel, a1, pearson_speed (cv2 drawing, no matplotlib).
+    ``rows``: one run's evaluation rows, or ``{name: rows}`` for several runs (one colour each, legend)."""
     import cv2
 
+    series = rows if isinstance(rows, dict) else {"": rows}
     panels = [("abs_rel", "AbsRel (held-out)", 0.0, 0.5, 0.12), ("a1", "a1 (held-out)", 0.0, 1.0, 0.86),
               ("pearson_speed", "corr(|t_pred|, |t_true|)", -1.0, 1.0, 0.9)]
     pw, ph, ml, mb, mt = 330, 230, 48, 30, 26
-    img = np.full((ph + 24, pw * len(panels), 3), 255, np.uint8)
-    xs = np.array([r["cpu_s"] / 60.0 for r in rows], float)
-    xmax = max(float(xs.max()) if len(xs) else 1.0, 1e-3) * 1.05
+    legend_h = 16 * max(len(series), 1) + 10
+    img = np.full((ph + legend_h, pw * len(panels), 3), 255, np.uint8)
+    all_x = [r["cpu_s"] / 60.0 for rs in series.values() for r in rs]
+    xmax = max(max(all_x) if all_x else 1.0, 1e-3) * 1.05
     font = cv2.FONT_HERSHEY_SIMPLEX
     for p, (key, label, lo, hi, target) in enumerate(panels):
         x0, y0, w, h = p * pw + ml, mt, pw - ml - 10, ph - mt - mb
@@ -84,24 +90,35 @@ def plot_curves(rows: list[dict], path: str, title: str = "") -> None:
         for t in np.linspace(0, xmax, 5):
             cv2.putText(img, f"{t:.0f}", (X(t) - 6, y0 + h + 14), font, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
         cv2.line(img, (x0, Y(target)), (x0 + w, Y(target)), (0, 160, 0), 1, cv2.LINE_AA)
-        ys = [r.get(key) for r in rows]
-        pts = [(X(x), Y(y)) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
-        if len(pts) > 1:
-            cv2.polylines(img, [np.array(pts, np.int32)], False, (200, 60, 0), 2, cv2.LINE_AA)
-        for q in pts:
-            cv2.circle(img, q, 2, (200, 60, 0), -1, cv2.LINE_AA)
+        for k, rs in enumerate(series.values()):
+            colour = COLOURS[k % len(COLOURS)]
+            pts = [(X(r["cpu_s"] / 60.0), Y(r[key])) for r in rs
+                   if isinstance(r.get(key), float) and math.isfinite(r[key])]
+            if len(pts) > 1:
+                cv2.polylines(img, [np.array(pts, np.int32)], False, colour, 2, cv2.LINE_AA)
+            for q in pts:
+                cv2.circle(img, q, 2, colour, -1, cv2.LINE_AA)
         cv2.putText(img, label, (x0, y0 - 8), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         cv2.putText(img, "training CPU-minutes (green: target)", (x0 + 20, y0 + h + 27), font, 0.35, (80, 80, 80),
                     1, cv2.LINE_AA)
-    if title:
-        cv2.putText(img, title, (8, ph + 16), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    for k, name in enumerate(series):
+        y = ph + 14 + 16 * k
+        cv2.line(img, (10, y - 4), (30, y - 4), COLOURS[k % len(COLOURS)], 2, cv2.LINE_AA)
+        cv2.putText(img, name or title, (36, y), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(path, img, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+
+
+def read_curves(path: str) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=os.path.join(REPO, "config", "train_synthetic.yaml"))
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="run folder (or, with --plot, the PNG to write)")
+    ap.add_argument("--plot", nargs="+", metavar="NAME=RUN_DIR",
+                    help="only plot the curves.csv of finished runs into one PNG (--out), no training")
     ap.add_argument("--data", default="data/synthetic", help="drive root (rendered when missing)")
     ap.add_argument("--train-seeds", default="0", help="comma-separated scene seeds of the training drives")
     ap.add_argument("--train-frames", type=int, default=400)
@@ -116,6 +133,13 @@ def main(argv=None) -> int:
     ap.add_argument("--render-workers", type=int, default=1)
     ap.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides")
     args = ap.parse_args(argv)
+    if args.plot:
+        runs = dict(item.split("=", 1) if "=" in item else (os.path.basename(item.rstrip("/")), item)
+                    for item in args.plot)
+        plot_curves({name: read_curves(os.path.join(d, "curves.csv")) for name, d in runs.items()}, args.out)
+        return 0
+    if not args.out:
+        ap.error("--out is required")
 
     import torch
 
@@ -154,6 +178,7 @@ def main(argv=None) -> int:
         res = {"abs_rel": d["abs_rel"], "a1": d["a1"]}
         if p:
             res.update(pearson_speed=p["pearson_speed"], cos_mean=p["cos_mean"], scale=p["scale"],
+                       spread_ratio=p["spread_ratio"],
                        mean_tz=float(np.mean(p["t_pred"][:, 2])))
             res["_arrays"] = (p["t_pred"], p["t_true"])
         return res
@@ -221,7 +246,8 @@ def main(argv=None) -> int:
     result = {"command": cmd, "config": cfg.to_dict(), "threads": torch.get_num_threads(), "last": rows[-1],
               "best_abs_rel": best,
               "target_reached_last": bool(rows[-1]["abs_rel"] <= 0.12 and rows[-1]["a1"] >= 0.86
-                                          and rows[-1].get("pearson_speed", 0) >= 0.9)}
+                                          and rows[-1].get("pearson_speed", 0) >= 0.9
+                                          and rows[-1].get("spread_ratio", 0) >= 0.5)}
     with open(os.path.join(args.out, "result.json"), "w") as f:
         json.dump(result, f, indent=1, default=float)
     print(json.dumps({k: result[k] for k in ("last", "target_reached_last")}, default=float), flush=True)

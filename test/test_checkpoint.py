@@ -198,7 +198,7 @@ def test_convert_official_with_pose_files(tmp_path):
     assert torch.equal(pose.encoder.conv1.weight, pose_enc["encoder.conv1.weight"])
 
 
-@pytest.mark.parametrize("kind", ["resnet18", "small"])
+@pytest.mark.parametrize("kind", ["resnet18", "small", "lite0"])
 def test_pose_network_round_trip_for_each_kind(tmp_path, kind):
     from dna_depth_core.models.pose import build_pose_model
 
@@ -217,3 +217,4 @@ def test_pose_network_round_trip_for_each_kind(tmp_path, kind):
     depth_only = tmp_path / "depth_only.safetensors"
     save_checkpoint(net, str(depth_only))
     assert load_pose_network(str(depth_only)) is None
+

@@ -105,6 +105,7 @@ def test_a_perfect_network_up_to_scale(tmp_path):
     assert r["pearson_speed"] == pytest.approx(1.0, abs=1e-6)
     assert r["cos_mean"] == pytest.approx(1.0, abs=1e-6)
     assert r["scale"] == pytest.approx(2.0, rel=1e-5)
+    assert r["spread_ratio"] == pytest.approx(1.0, abs=1e-6)
     assert net.training and not any(net.seen_training)  # evaluated in eval mode, mode restored
 
 
@@ -116,6 +117,7 @@ def test_wrong_direction_constant_speed_and_noise(tmp_path):
     const = np.tile([0.0, 0.0, -1.0], (len(t), 1))
     r = evaluate_pose(TablePose(const), tmp_path, split(len(poses)), H, W)
     assert math.isnan(r["pearson_speed"]) and r["cos_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert r["spread_ratio"] == pytest.approx(0.0, abs=1e-9)
     assert r["scale"] == pytest.approx(np.median(SPEEDS[1:]), rel=1e-5)
     # speed ranking inverted: negative correlation
     inv = t * (1.0 / SPEEDS[:, None] ** 2)

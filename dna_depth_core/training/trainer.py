@@ -324,12 +324,7 @@ def build_pose_net(cfg: TrainConfig) -> nn.Module:
     from dna_depth_core.models.pose import build_pose_model
 
     try:
-        if cfg.pose_model == "lite0":
-            from dna_depth_core.models.pose_lite0 import Lite0PoseNet
-
-            pose = Lite0PoseNet(cfg.pose_pretrained, cfg.pose_output_scale)
-        else:
-            pose = build_pose_model(cfg.pose_model, cfg.pose_pretrained, cfg.pose_output_scale)
+        pose = build_pose_model(cfg.pose_model, cfg.pose_pretrained, cfg.pose_output_scale)
     except (ValueError, FileNotFoundError):
         raise
     except Exception as exc:  # noqa: BLE001 - timm's hub download failing offline
