@@ -43,7 +43,6 @@ setup(
     maintainer_email="dna-depth@example.invalid",
     description="DNA-Depth: lightweight self-supervised monocular depth estimation, with a ROS 2 node.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "dna-depth = dna_depth_core.cli:main",
