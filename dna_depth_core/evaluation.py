@@ -346,22 +346,13 @@ def parse_scaling(text: str):
 
 
 def predict_eval_depth(net, rgb: np.ndarray, out_shape: tuple[int, int], device="cpu") -> np.ndarray:
-    """Depth for evaluation: the network's full-resolution disparity at its input size, converted to
-    ``scaled_disp`` (:func:`dna_depth_core.geometry.disp_to_depth`), resized to ``out_shape`` (the ground truth's),
-    then inverted to depth."""
-    import torch
-    import torch.nn.functional as F
-
+    """Depth for evaluation: the network's full-resolution disparity at its input size, resized to ``out_shape``
+    (the ground truth's) and converted with :func:`dna_depth_core.geometry.disp_to_depth`."""
     from dna_depth_core.geometry import disp_to_depth
+    from dna_depth_core.predict import predict_disparity
 
-    cfg = net.config
-    with torch.no_grad():
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1)[None].float() / 255.0
-        x = F.interpolate(x, size=(cfg.height, cfg.width), mode="bilinear", align_corners=False, antialias=True)
-        disp = net(x)[0][0, 0].float().cpu().numpy()
-    scaled, _ = disp_to_depth(disp, cfg.min_depth, cfg.max_depth)
-    scaled = cv2.resize(scaled, (out_shape[1], out_shape[0]), interpolation=cv2.INTER_LINEAR)
-    return 1.0 / scaled
+    disp = predict_disparity(net, rgb, device, out_size=tuple(out_shape))
+    return disp_to_depth(disp, net.config.min_depth, net.config.max_depth)[1]
 
 
 def evaluate_model(net, data_path, split_lines: Sequence, gt_depths: Sequence[np.ndarray], scaling="median",

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dna_depth_core.data.kitti import load_image
 from dna_depth_core.geometry import disp_to_depth
 from dna_depth_core.models.depth_net import DepthNet
 from dna_depth_core.visualize import colorize_disparity
@@ -27,20 +28,14 @@ def find_images(path: str | os.PathLike) -> list[Path]:
     raise FileNotFoundError(f"input not found: {path}")
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as ``(H, W, 3)`` uint8 RGB; raise ValueError naming the file if it is unreadable."""
-    bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        raise ValueError(f"{path}: unreadable or not an image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 @torch.no_grad()
-def predict_disparity(net: DepthNet, rgb: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB -> ``(H, W)`` float32 sigmoid disparity at the image's own resolution.
+def predict_disparity(net: DepthNet, rgb: np.ndarray, device: str | torch.device = "cpu",
+                      out_size: tuple[int, int] | None = None) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB -> float32 sigmoid disparity at ``out_size`` = (height, width), by default the
+    image's own resolution.
 
     The image is resized to the network's input size (``net.config.height`` x ``width``) and the full-resolution
-    disparity is resized back (bilinear).
+    disparity is resized to ``out_size`` (bilinear; it commutes with disp_to_depth's affine map to 1/depth).
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"rgb: expected (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
@@ -49,7 +44,7 @@ def predict_disparity(net: DepthNet, rgb: np.ndarray, device: str | torch.device
     x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1)[None].float() / 255.0
     x = F.interpolate(x, size=(cfg.height, cfg.width), mode="bilinear", align_corners=False, antialias=True)
     disp = net(x)[0]
-    disp = F.interpolate(disp, size=(h, w), mode="bilinear", align_corners=False)
+    disp = F.interpolate(disp, size=out_size or (h, w), mode="bilinear", align_corners=False)
     return disp[0, 0].float().cpu().numpy()
 
 
@@ -76,8 +71,8 @@ def predict_paths(net: DepthNet, inputs: list[Path], out_dir: str | os.PathLike,
     net = net.to(device).eval()
     for path in tqdm(inputs, desc="predict", unit="img", disable=not progress or len(inputs) < 2):
         try:
-            rgb = read_rgb(path)
-        except ValueError as exc:
+            rgb = load_image(path)
+        except FileNotFoundError as exc:
             report.failed.append((path, str(exc)))
             tqdm.write(f"skipping {exc}")
             continue
