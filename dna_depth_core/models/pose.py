@@ -76,14 +76,20 @@ class PoseNet(_PoseBase):
         return self.decoder(self.encoder.forward_features(self.stack(frame_a, frame_b)))
 
 
+def stem_to_six_channels(state: dict[str, torch.Tensor], key: str) -> None:
+    """In place: a 3-channel RGB stem ``state[key]`` becomes a 6-channel one for two stacked frames, its filters
+    duplicated and halved (so a pair of identical frames gives the original response)."""
+    w = state.get(key)
+    if w is not None and w.shape[1] == 3:
+        state[key] = torch.cat([w, w], dim=1) / 2
+
+
 def load_resnet_weights(encoder: nn.Module, path: str) -> None:
     """Load torchvision/timm-named ResNet weights from a file; a 3-channel first conv is duplicated and halved."""
     from dna_depth_core.models.encoders import _read_state_dict
 
     state = {k.removeprefix("encoder."): v for k, v in _read_state_dict(path).items()}
-    w = state.get("conv1.weight")
-    if w is not None and w.shape[1] == 3:
-        state["conv1.weight"] = torch.cat([w, w], dim=1) / 2
+    stem_to_six_channels(state, "conv1.weight")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     encoder.load_state_dict(state, strict=True)
 
@@ -146,9 +152,7 @@ class Lite0PoseNet(_PoseBase):
             state = {k.removeprefix("model."): v for k, v in _read_state_dict(path).items()}
             if any(k.startswith("_blocks.") for k in state):
                 state = lukemelas_to_timm(state, self.encoder.stage_depths(), self.encoder.block_has_expansion())
-            w = state.get("conv_stem.weight")
-            if w is not None and w.shape[1] == 3:
-                state["conv_stem.weight"] = torch.cat([w, w], dim=1) / 2
+            stem_to_six_channels(state, "conv_stem.weight")
             self.encoder.load_lukemelas_or_timm(state)
         self.decoder = PoseDecoder(self.encoder.channels[-1], width=decoder_width, output_scale=output_scale)
 
