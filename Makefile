@@ -1,11 +1,14 @@
 # The two commands of the README: `make demo` (the main job on an embedded default) and `make test`.
 # Both run `make setup` first, which is idempotent and quick when already done.
-.PHONY: setup demo test
+.PHONY: setup demo demo-kitti-layout test
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	@bash scripts/demo.sh
+	@bash scripts/demo.sh $(DEMO_ARGS)
+
+demo-kitti-layout: setup
+	@bash scripts/demo_kitti_layout.sh
 
 test: setup
 	@bash scripts/run_tests.sh

@@ -8,6 +8,10 @@ Variants (each in a fresh process, same seeded weights, batch 1, see dna_depth_c
   torch+compile       torch.compile (inductor; needs a C++ compiler; first call compiles)
   torch+cl+compile    both
   onnxruntime         the ONNX export on onnxruntime's CPU provider (all graph optimisations)
+  onnxruntime+int8    that export quantised to int8 (static QDQ, U8S8, per-channel weights; AVX512-VNNI kernels),
+                      calibrated on 8 synthetic street frames rendered on the fly at the benchmark size. Its
+                      disparity difference is measured on the benchmark's noise input with random weights: far from
+                      fp32 by construction; the accuracy with real frames is benchmarks/int8_kitti_tiny.py's job
   torch+bf16          bfloat16 autocast (weights fp32)
   torch+cl+bf16       both
 
@@ -16,8 +20,8 @@ slower than fp32. The script reports what the CPU has.
 
 Usage:
   python benchmarks/cpu_fastpath.py                       # dna_b0 + monodepth2_r18 at 640x192, all variants
-  python benchmarks/cpu_fastpath.py --final               # the committed report: all three paper models, six
-                                                          #   variants, 2 rounds (~25 min on a quiet 2-core CPU);
+  python benchmarks/cpu_fastpath.py --final               # the committed report: all three paper models, seven
+                                                          #   variants, 2 rounds (~28 min on a quiet 2-core CPU);
                                                           #   writes benchmarks/results/cpu_fastpath_final.{json,md}
   python benchmarks/cpu_fastpath.py --models dna_b0 --variants torch,onnxruntime --tag quick
 
@@ -34,9 +38,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dna_depth_core.benchmark import bench, format_header, format_table, write_report  # noqa: E402
 
-ALL_VARIANTS = "torch,torch+cl,torch+compile,torch+cl+compile,onnxruntime,torch+bf16,torch+cl+bf16"
-# --final drops torch+cl+compile (no gain over torch+compile in the preliminary runs) to keep the run ~25 min.
-FINAL_VARIANTS = "torch,torch+cl,torch+compile,onnxruntime,torch+bf16,torch+cl+bf16"
+ALL_VARIANTS = ("torch,torch+cl,torch+compile,torch+cl+compile,onnxruntime,onnxruntime+int8,torch+bf16,"
+                "torch+cl+bf16")
+# --final drops torch+cl+compile (no gain over torch+compile in the preliminary runs) to keep the run ~25 min
+# (+ under a minute per model for the int8 calibration).
+FINAL_VARIANTS = "torch,torch+cl,torch+compile,onnxruntime,onnxruntime+int8,torch+bf16,torch+cl+bf16"
 EXACT = 1e-4   # a variant "holds accuracy" when its disparity is within this of fp32 eager (the ONNX criterion)
 GOAL_FPS = 10.0
 
@@ -71,6 +77,11 @@ def summarise(report: dict) -> dict:
                                            "percent_of_cpu_peak": r.get("percent_of_cpu_peak") and round(r["percent_of_cpu_peak"], 2)}
                             for r in mine},
         }
+        by = {r["backend"]: r for r in mine}
+        if "onnxruntime+int8" in by and "onnxruntime" in by:
+            out["models"][model]["int8_speedup_vs_onnxruntime"] = round(by["onnxruntime+int8"]["fps"]
+                                                                        / by["onnxruntime"]["fps"], 2)
+            out["models"][model]["int8_meets_10fps"] = bool(by["onnxruntime+int8"]["fps"] >= GOAL_FPS)
         if best:
             # FPS the network would need at this machine's FLOP efficiency to reach the goal, and the efficiency
             # the goal needs: 2 x MACs x 10 FPS against the peak.
@@ -100,6 +111,11 @@ def summary_text(s: dict) -> str:
                          + f"; 10 FPS needs {d.get('goal_needs_gflops_per_s')} GFLOP/s"
                          + (f" ({d.get('goal_needs_percent_of_peak')} % of peak)" if peak else "")
                          + f" -> {'MET' if d['meets_10fps'] else 'not met'}")
+        if "int8_speedup_vs_onnxruntime" in d:
+            i8 = d["per_backend"]["onnxruntime+int8"]
+            lines.append(f"  onnxruntime+int8: {i8['fps']:.2f} FPS = {d['int8_speedup_vs_onnxruntime']}x onnxruntime "
+                         f"fp32 -> 10 FPS {'MET' if d['int8_meets_10fps'] else 'not met'} (accuracy: "
+                         f"benchmarks/int8_kitti_tiny.py)")
         if d["fastest_any"] != d["fastest_accurate"]:
             lines.append(f"  (fastest overall: {d['fastest_any']} {d['fastest_any_fps']:.2f} FPS, max |d disp| "
                          f"{d['fastest_any_max_abs_diff']})")

@@ -13,8 +13,9 @@ Both backends share one interface, so ``DepthEstimator`` (and the ROS node) can 
   (weights stay fp32); float16/bfloat16 on CUDA cast the network. ``cuda_graph`` captures one CUDA graph per
   input shape (static shapes, e.g. a camera stream).
 - :class:`OnnxBackend` ``(onnx_path_or_checkpoint, providers=None)``: an exported ``.onnx`` (self-describing: the
-  config is in its metadata) or a ``.safetensors`` checkpoint / DepthNet, which is exported in memory (one graph
-  per input size, batch dynamic, built on first use). The session uses the CUDA execution provider when onnxruntime has it
+  config is in its metadata; fp32, or int8 QDQ from ``export-onnx --int8``: ``backend.precision`` says which) or a
+  ``.safetensors`` checkpoint / DepthNet, which is exported in memory (one graph per input size, batch dynamic,
+  built on first use). The session uses the CUDA execution provider when onnxruntime has it
   and ``device`` allows, else the CPU one with ``intra_op_num_threads`` = the cores this process may use.
 
 ``DepthEstimator``-style factories ``(checkpoint, device="auto", fp16=False) -> backend``:
@@ -278,6 +279,9 @@ class OnnxBackend:
             ``providers`` is given.
         threads: CPU intra-op threads (default: the usable cores). ``spin``: see :func:`session_options`.
         height, width: for a checkpoint source, the size of the first graph (default: the checkpoint's).
+
+    ``precision``: ``"fp32"``, or ``"int8"`` for an export quantised by ``dna-depth export-onnx --int8`` (a QDQ
+    graph: same input and output, onnxruntime runs its int8 kernels; read from ``dna_depth.precision``).
     """
 
     name = "onnxruntime"
@@ -304,6 +308,7 @@ class OnnxBackend:
             self.config = self._net.config
             self.source = "<DepthNet>" if isinstance(source, torch.nn.Module) else os.fspath(source)
             self.dynamic = False
+            self.precision = "fp32"
             self.height = int(self.config.height if height is None else height)
             self.width = int(self.config.width if width is None else width)
             self.session = self._session_for(self.height, self.width)
@@ -315,6 +320,7 @@ class OnnxBackend:
                 model = self.source
             meta = read_onnx_metadata(model)  # ValueError for a corrupt file
             self.config = config_from_onnx_metadata(meta, self.source)
+            self.precision = meta.get("precision", "fp32")  # "int8" for `dna-depth export-onnx --int8`
             self.session = self._make_session(model)
             shape = self.session.get_inputs()[0].shape
             self.dynamic = not all(isinstance(d, int) for d in shape[2:])
@@ -383,7 +389,8 @@ class OnnxBackend:
 
     def __repr__(self) -> str:
         return (f"OnnxBackend({self.config.name}, source={self.source}, providers={self.providers}, "
-                f"size={self.height}x{self.width}, dynamic={self.dynamic}, threads={self.threads})")
+                f"size={self.height}x{self.width}, dynamic={self.dynamic}, precision={self.precision}, "
+                f"threads={self.threads})")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -400,7 +407,8 @@ def torch_backend_factory(checkpoint: Any, device: str = "auto", fp16: bool = Fa
 
 
 def onnxruntime_backend_factory(checkpoint: Any, device: str = "auto", fp16: bool = False) -> OnnxBackend:
-    """OnnxBackend from a ``.onnx`` file or a checkpoint; fp32 only (``fp16`` is ignored with a warning)."""
+    """OnnxBackend from a ``.onnx`` file (fp32, or int8 from ``export-onnx --int8``) or a checkpoint (fp32);
+    ``fp16`` is ignored with a warning."""
     if fp16:
         warnings.warn("fp16 is not supported by the onnxruntime backend: running fp32", stacklevel=2)
     if checkpoint is None or (isinstance(checkpoint, (str, os.PathLike)) and not os.fspath(checkpoint).endswith(".onnx")):

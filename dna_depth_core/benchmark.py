@@ -6,6 +6,10 @@
 Backends are named ``torch`` (fp32 eager) or ``onnxruntime``; torch variants add options with ``+``:
 ``torch+cl`` (channels_last), ``torch+bf16`` (CPU: bfloat16 autocast; CUDA: bfloat16 weights), ``torch+fp16``
 (CUDA), ``torch+compile`` (torch.compile), ``torch+graph`` (CUDA graphs), e.g. ``torch+cl+bf16``.
+``onnxruntime+int8`` (CPU) runs the export quantised by :func:`dna_depth_core.export.quantize_onnx_int8`,
+calibrated on :data:`INT8_CALIBRATION_FRAMES` synthetic street frames rendered at the benchmark size
+(:func:`synthetic_calibration_frames`; no data set, no licence), so only its latency is meaningful with the
+seeded random weights.
 
 Method (per model and backend):
 
@@ -45,6 +49,8 @@ from typing import Any, Sequence
 import numpy as np
 
 TORCH_OPTIONS = ("cl", "bf16", "fp16", "compile", "graph")
+ONNXRUNTIME_OPTIONS = ("int8",)
+INT8_CALIBRATION_FRAMES = 8
 RESULT_KEYS = ("model", "backend", "device", "height", "width", "batch", "params", "macs", "latency_ms_median",
                "latency_ms_p90", "latency_ms_mean", "latency_ms_min", "cpu_ms_median", "fps", "gflops_per_s", "peak_mem_mb",
                "max_abs_diff", "mean_abs_diff", "iters", "first_call_s", "threads", "error")
@@ -56,7 +62,7 @@ class BackendSpec:
 
     kind: str                      # "torch" or "onnxruntime"
     channels_last: bool = False
-    dtype: str = "fp32"
+    dtype: str = "fp32"            # torch: fp32/bf16/fp16; onnxruntime: fp32/int8
     compile: bool = False
     cuda_graph: bool = False
 
@@ -65,11 +71,14 @@ class BackendSpec:
         parts = [p.strip().lower() for p in str(name).split("+")]
         head, opts = parts[0], parts[1:]
         if head in ("onnxruntime", "ort", "onnx"):
-            if opts:
-                raise ValueError(f"backend '{name}': onnxruntime takes no options")
-            return cls("onnxruntime")
+            bad = [o for o in opts if o not in ONNXRUNTIME_OPTIONS]
+            if bad:
+                raise ValueError(f"backend '{name}': unknown onnxruntime option(s) {bad}; options: "
+                                 f"{', '.join(ONNXRUNTIME_OPTIONS)}")
+            return cls("onnxruntime", dtype="int8" if "int8" in opts else "fp32")
         if head != "torch":
-            raise ValueError(f"backend '{name}' unknown; use torch[+{'|+'.join(TORCH_OPTIONS)}] or onnxruntime")
+            raise ValueError(f"backend '{name}' unknown; use torch[+{'|+'.join(TORCH_OPTIONS)}] or "
+                             f"onnxruntime[+{'|+'.join(ONNXRUNTIME_OPTIONS)}]")
         bad = [o for o in opts if o not in TORCH_OPTIONS]
         if bad:
             raise ValueError(f"backend '{name}': unknown option(s) {bad}; options: {', '.join(TORCH_OPTIONS)}")
@@ -82,7 +91,7 @@ class BackendSpec:
     @property
     def name(self) -> str:
         if self.kind == "onnxruntime":
-            return "onnxruntime"
+            return "onnxruntime+int8" if self.dtype == "int8" else "onnxruntime"
         opts = [o for o, on in (("cl", self.channels_last), (self.dtype, self.dtype != "fp32"),
                                 ("compile", self.compile), ("graph", self.cuda_graph)) if on]
         return "+".join(["torch", *opts])
@@ -221,8 +230,9 @@ def _reset_peak_rss() -> bool:
 
 def measure(task: dict[str, Any]) -> dict[str, Any]:
     """One (model, backend) measurement in this process. ``task``: ``model``, ``backend``, ``checkpoint`` (torch),
-    ``onnx`` (onnxruntime), ``height``, ``width``, ``batch``, ``device``, ``threads``, ``warmup``, ``iters``,
-    ``min_iters``, ``max_time``, ``disp_out`` (a .npy path for the scale-0 disparity, or None), ``isolated``."""
+    ``onnx`` (onnxruntime), ``onnx_int8`` (onnxruntime+int8), ``height``, ``width``, ``batch``, ``device``,
+    ``threads``, ``warmup``, ``iters``, ``min_iters``, ``max_time``, ``disp_out`` (a .npy path for the scale-0
+    disparity, or None), ``isolated``."""
     import torch
 
     from dna_depth_core.backends import OnnxBackend, TorchBackend, resolve_device
@@ -251,7 +261,8 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats(device)
         cuda0 = torch.cuda.memory_allocated(device)
     if spec.kind == "onnxruntime":
-        backend = OnnxBackend(task["onnx"], device=str(device), threads=threads)
+        backend = OnnxBackend(task["onnx_int8"] if spec.dtype == "int8" else task["onnx"], device=str(device),
+                              threads=threads)
     else:
         from dna_depth_core.checkpoint import load_checkpoint
 
@@ -335,8 +346,21 @@ def _run_isolated(task: dict[str, Any], timeout: float) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------
 # The benchmark
 # ----------------------------------------------------------------------------------------------------------------
+def synthetic_calibration_frames(width: int, height: int, count: int = INT8_CALIBRATION_FRAMES,
+                                 seed: int = 0) -> list[np.ndarray]:
+    """``count`` synthetic street frames ``(height, width, 3)`` uint8 RGB (:mod:`dna_depth_core.data.synthetic`,
+    rendered in memory, every 4th frame of a drive, no supersampling): int8 calibration images for benchmarks."""
+    from dna_depth_core.data.synthetic import SyntheticScene, make_trajectory, synthetic_intrinsics
+
+    poses, _ = make_trajectory(4 * count, seed=seed)
+    scene = SyntheticScene(seed)
+    K = synthetic_intrinsics(width, height)
+    return [scene.render(poses[i], K, width, height, ss=1)[0] for i in range(0, 4 * count, 4)]
+
+
 def _prepare_model(name: str, height: int, width: int, batch: int, workdir: str, need_onnx: bool,
-                   weights: str | None = None) -> dict[str, Any]:
+                   weights: str | None = None, need_int8: bool = False, threads: int | None = None
+                   ) -> dict[str, Any]:
     import torch
 
     from dna_depth_core.checkpoint import load_checkpoint, save_checkpoint
@@ -358,7 +382,15 @@ def _prepare_model(name: str, height: int, width: int, batch: int, workdir: str,
 
         onnx_path = os.path.join(workdir, f"{name}_{height}x{width}.onnx")
         export_onnx(net, onnx_path, height=height, width=width, batch=batch, verify=False)
-    return {"params": prof["params"], "macs": prof["macs"], "checkpoint": ckpt, "onnx": onnx_path}
+    int8_path = None
+    if need_int8:
+        from dna_depth_core.export import quantize_onnx_int8
+
+        int8_path = os.path.join(workdir, f"{name}_{height}x{width}_int8.onnx")
+        quantize_onnx_int8(onnx_path, int8_path, synthetic_calibration_frames(width, height), count=None,
+                           threads=threads, verify=False)
+    return {"params": prof["params"], "macs": prof["macs"], "checkpoint": ckpt, "onnx": onnx_path,
+            "onnx_int8": int8_path}
 
 
 def bench(models: Sequence[str], backends: Sequence[str], height: int = 192, width: int = 640, batch: int = 1,
@@ -389,6 +421,8 @@ def bench(models: Sequence[str], backends: Sequence[str], height: int = 192, wid
     for s in specs:
         if dev.type == "cpu" and (s.dtype == "fp16" or s.cuda_graph):
             raise ValueError(f"backend '{s.name}' needs CUDA (fp16 and CUDA graphs are GPU options)")
+        if dev.type == "cuda" and s.dtype == "int8":
+            raise ValueError(f"backend '{s.name}' is a CPU path (onnxruntime int8 kernels); use --device cpu")
     threads = int(threads or _usable_cpus())
     machine = machine_info(str(dev))
     settings = {"height": height, "width": width, "batch": batch, "device": str(dev), "threads": threads,
@@ -397,14 +431,16 @@ def bench(models: Sequence[str], backends: Sequence[str], height: int = 192, wid
     results: dict[tuple[str, str], dict[str, Any]] = {}
     disps: dict[tuple[str, str], str] = {}
     with tempfile.TemporaryDirectory(prefix="dna-depth-bench-") as workdir:
+        need_int8 = any(s.kind == "onnxruntime" and s.dtype == "int8" for s in specs)
         prepared = {m: _prepare_model(m, height, width, batch, workdir, any(s.kind == "onnxruntime" for s in specs),
-                                      (weights or {}).get(m)) for m in models}
+                                      (weights or {}).get(m), need_int8=need_int8, threads=threads) for m in models}
         for rep in range(repeats):
             for m in models:
                 for s in specs:
                     disp_out = os.path.join(workdir, f"{m}__{s.name}.npy") if compare and rep == 0 else None
                     task = {"model": m, "backend": s.name, "checkpoint": prepared[m]["checkpoint"],
-                            "onnx": prepared[m]["onnx"], "height": height, "width": width, "batch": batch,
+                            "onnx": prepared[m]["onnx"], "onnx_int8": prepared[m]["onnx_int8"], "height": height,
+                            "width": width, "batch": batch,
                             "device": str(dev), "threads": threads, "warmup": warmup, "iters": iters,
                             "min_iters": min_iters, "max_time": max_time, "disp_out": disp_out}
                     r = _run_isolated(task, timeout) if isolate else _safe_measure(task)

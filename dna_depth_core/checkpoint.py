@@ -69,6 +69,10 @@ def save_checkpoint(net: DepthNet, path: str, pose_net: nn.Module | None = None,
     }
     if pose_net is not None:
         metadata["pose_model"] = getattr(pose_net, "kind", "resnet18")
+        decoder = getattr(pose_net, "decoder", None)
+        if decoder is not None and hasattr(decoder, "output_scale"):
+            metadata["pose_output_scales"] = json.dumps({"output_scale": decoder.output_scale,
+                                                         "rotation_scale": getattr(decoder, "rotation_scale", None)})
     _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
@@ -162,13 +166,16 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu",
 
 def load_pose_network(path: str, map_location: str | torch.device = "cpu") -> nn.Module | None:
     """The pose network stored beside the depth network, or None when the checkpoint has none."""
-    from dna_depth_core.models.pose import build_pose_model
+    from dna_depth_core.models.pose import build_pose_model, set_output_scales
 
     tensors, metadata = read_checkpoint(path)
     if not any(k.startswith("pose.") for k in tensors):
         return None
     pose = build_pose_model(metadata.get("pose_model", "resnet18"))
     _load_into(pose, tensors, "pose.", path)
+    if "pose_output_scales" in metadata:  # older files: the default scales (0.01 for both)
+        scales = json.loads(metadata["pose_output_scales"])
+        set_output_scales(pose, scales["output_scale"], scales.get("rotation_scale"))
     return pose.to(map_location).eval()
 
 

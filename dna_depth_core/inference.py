@@ -41,6 +41,20 @@ OUTPUT_MODES = ("input", "network")
 RESIZE_MODES = ("stretch", "crop")
 
 
+def image_to_input(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 RGB image -> the network input ``(1, 3, height, width)`` float32 in [0, 1].
+
+    Resized with ``cv2.INTER_AREA`` when it shrinks along either axis, else bilinear; the input normalisation is
+    inside the network (and the ONNX graph). :meth:`DepthEstimator.preprocess` uses it after its optional crop, and
+    the int8 calibration of :func:`dna_depth_core.export.quantize_onnx_int8` uses it too, so calibration images
+    reach the graph exactly as camera images do.
+    """
+    h, w = image.shape[:2]
+    interp = cv2.INTER_AREA if (w > width or h > height) else cv2.INTER_LINEAR
+    small = cv2.resize(image, (width, height), interpolation=interp) if (w, h) != (width, height) else image
+    return np.ascontiguousarray(small.transpose(2, 0, 1), dtype=np.float32)[None] * (1.0 / 255.0)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Intrinsics that follow crops and resizes
 # ----------------------------------------------------------------------------------------------------------------
@@ -408,10 +422,7 @@ class DepthEstimator:
         nh, nw = self.input_size
         box = center_crop_box(W, H, nw / nh) if self.resize == "crop" else (0, 0, W, H)
         x0, y0, cw, ch = box
-        crop = image[y0:y0 + ch, x0:x0 + cw]
-        interp = cv2.INTER_AREA if (cw > nw or ch > nh) else cv2.INTER_LINEAR
-        small = cv2.resize(crop, (nw, nh), interpolation=interp) if (cw, ch) != (nw, nh) else crop
-        x = np.ascontiguousarray(small.transpose(2, 0, 1), dtype=np.float32)[None] * (1.0 / 255.0)
+        x = image_to_input(image[y0:y0 + ch, x0:x0 + cw], nh, nw)
         K_net = None
         if K is not None:
             K_net = resize_intrinsics(crop_intrinsics(K, x0, y0), (cw, ch), (nw, nh))
@@ -480,6 +491,7 @@ __all__ = [
     "TorchBackend",
     "center_crop_box",
     "crop_intrinsics",
+    "image_to_input",
     "register_backend",
     "resize_intrinsics",
     "resolve_device",

@@ -44,8 +44,9 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     x = F.pad(x, (1, 1, 1, 1), mode="reflect")
     y = F.pad(y, (1, 1, 1, 1), mode="reflect")
 
-    def mean(t):
-        return F.avg_pool2d(t, 3, stride=1)
+    def mean(t):  # 3x3 box mean, separable sums of shifted views (faster than avg_pool2d on CPU, same values)
+        t = t[..., :-2] + t[..., 1:-1] + t[..., 2:]
+        return (t[..., :-2, :] + t[..., 1:-1, :] + t[..., 2:, :]) / 9.0
 
     mu_x, mu_y = mean(x), mean(y)
     var_x = mean(x * x) - mu_x * mu_x

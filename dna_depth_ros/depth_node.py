@@ -63,7 +63,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "auto", "Inference device: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N."),
     ParamSpec("fp16", False, "Half-precision inference on CUDA (ignored on the CPU)."),
     ParamSpec("backend", "auto", "Inference backend: auto (onnxruntime on the CPU, where it is fastest at fp32 "
-              "accuracy; torch on CUDA), torch or onnxruntime (which also takes an exported .onnx as weights).",
+              "accuracy; torch on CUDA), torch or onnxruntime (which also takes an exported .onnx as weights, "
+              "fp32 or int8 from `dna-depth export-onnx --int8`).",
               choices=("auto", "torch", "onnxruntime")),
     ParamSpec("input_height", 0, "Network input height in pixels, a multiple of 32; 0 = the checkpoint's.",
               int_range=(0, 4096)),

@@ -1,48 +1,24 @@
 #!/usr/bin/env bash
-# The main job on an embedded default: render synthetic street drives, train DNA-Depth (Lite0) self-supervised on
-# one for a few minutes, then evaluate it on a held-out drive against the exact depth (and the untrained network
-# against the same), and write colourised disparities + depth .npy for the held-out frames.
-# Knobs: DEMO_STEPS (training steps, default 200), DEMO_OUT (default out/demo).
+# The main job on an embedded default (issue 5): synthesise a ROS 2 bag of a street drive, train DNA-Depth (Lite0)
+# self-supervised on it with the synthetic recipe (config/train_synthetic.yaml), replay the bag's last frames
+# through the depth node in a real rclpy graph, and save depth PNGs and a PLY point cloud; print the accuracy of
+# the trained and the untrained network against the bag's exact depth, and the FPS through the graph.
+#
+#   bash scripts/demo.sh                                   # the embedded default (out/demo)
+#   bash scripts/demo.sh --bag MY_BAG --weights CKPT --image-topic /cam/image_raw --camera-info-topic /cam/info
+#   bash scripts/demo.sh --bag MY_BAG --image-topic ... --camera-info-topic ...   # train on your bag, then replay
+#
+# Every argument goes to scripts/demo_bag.py (--help lists them). DEMO_OUT (default out/demo) and DEMO_STEPS
+# (training steps, default: demo_bag.py's) set the common ones. The ROS graph runs inside a loopback-only network
+# namespace (unshare -n) where the system allows it, and with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST always.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-OUT=${DEMO_OUT:-out/demo}
-STEPS=${DEMO_STEPS:-200}
-DATA=$OUT/data
-mkdir -p "$OUT"
-start=$(date +%s)
-
-if [ ! -f "$DATA/splits/2000_01_01_drive_0002_sync.txt" ]; then
-  echo "== 1. render a training drive (seed 0) and a held-out drive (seed 1), 320x96"
-  dna-depth synth --out "$DATA" --frames 160 --seed 0 --drive 1 --width 320 --height 96 --quiet
-  dna-depth synth --out "$DATA" --frames 26 --seed 1 --drive 2 --width 320 --height 96 --quiet
+ARGS=(--out "${DEMO_OUT:-out/demo}")
+if [ -n "${DEMO_STEPS:-}" ]; then ARGS+=(--steps "$DEMO_STEPS"); fi
+ARGS+=("$@")
+if unshare -n true 2>/dev/null; then
+  exec unshare -n bash -c 'ip link set lo up && exec python scripts/demo_bag.py "$@"' -- "${ARGS[@]}"
 fi
-HELD=$DATA/splits/2000_01_01_drive_0002_sync.txt
-dna-depth export-gt --data-path "$DATA" --split "$HELD" --out "$OUT/gt_heldout.npz" 2>/dev/null
-
-echo "== 2. the untrained network (the recipe's initialisation: ImageNet Lite0 encoder, offline weights)"
-python - "$OUT/untrained.safetensors" <<'PY'
-import sys
-from dna_depth_core.checkpoint import save_checkpoint
-from dna_depth_core.training import load_config
-from dna_depth_core.training.trainer import build_depth_net
-cfg = load_config("config/train_synthetic.yaml")
-save_checkpoint(build_depth_net(cfg), sys.argv[1], provenance={"source": "untrained (recipe init)"})
-PY
-
-echo "== 3. train self-supervised for $STEPS steps (config/train_synthetic.yaml)"
-rm -rf "$OUT/run"
-dna-depth train --config config/train_synthetic.yaml --out "$OUT/run" data_path="$DATA" \
-  max_steps="$STEPS" validate=false num_workers=0 log_every=20
-CKPT=$OUT/run/checkpoints/$(cat "$OUT/run/checkpoints/latest")/model.safetensors
-
-echo "== 4. evaluate on the held-out drive against exact depth (median scaling, Eigen crop, 80 m cap)"
-echo "untrained:"; dna-depth evaluate --weights "$OUT/untrained.safetensors" --data-path "$DATA" --split "$HELD" \
-  --gt "$OUT/gt_heldout.npz" 2>/dev/null
-echo "trained ($STEPS steps):"; dna-depth evaluate --weights "$CKPT" --data-path "$DATA" --split "$HELD" \
-  --gt "$OUT/gt_heldout.npz" 2>/dev/null
-
-echo "== 5. predict: colourised disparity PNGs + float32 depth .npy"
-dna-depth predict --weights "$CKPT" --input "$DATA/2000_01_01/2000_01_01_drive_0002_sync/image_02/data" \
-  --out "$OUT/predictions" 2>/dev/null
-echo "done in $(( $(date +%s) - start )) s; outputs in $OUT/ (predictions/, run/ with train_log.csv and tensorboard/)"
+echo "warning: unshare -n not permitted; the ROS graph is confined by ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST only" >&2
+exec python scripts/demo_bag.py "${ARGS[@]}"

@@ -13,6 +13,7 @@ default) before rclpy starts; run it inside `unshare -n` for a graph with no net
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -29,7 +30,8 @@ def parse_args(argv=None):
     p.add_argument("--bag", help="replay this bag (default: synthesise OUT/synth_bag)")
     p.add_argument("--weights", help="checkpoint to run (default: train one on the bag)")
     p.add_argument("--config", default=str(REPO / "config" / "train_synthetic.yaml"), help="training recipe")
-    p.add_argument("--steps", type=int, default=2000, help="training steps (max_steps)")
+    p.add_argument("--steps", type=int, default=250,
+                   help="training steps (max_steps); the default fits the demo in 15 minutes on 2 cores")
     p.add_argument("--frames", type=int, default=300, help="frames of the synthetic bag")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     p.add_argument("--image-topic", default=None)
@@ -37,6 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--replay", type=int, default=30, help="replay the last N frames of the bag (0: all)")
     p.add_argument("--domain-id", type=int, default=62)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each depth image")
+    p.add_argument("--camera-height", type=float, default=None,
+                   help="camera height above the ground in metres: the node then publishes metric depth "
+                        "(scale.mode camera_height); default 1.65 for the synthetic bag, none (relative) otherwise")
     return p.parse_args(argv)
 
 
@@ -57,11 +62,11 @@ def write_ply(path, points, colors) -> None:
         f.write(rec.tobytes())
 
 
-def replay(weights, frames, K_of, domain_id: int, timeout: float):
-    """Publish each frame (Image + CameraInfo) into a fresh rclpy graph holding a DepthNode; collect 'depth'.
+def replay(weights, frames, K_of, domain_id: int, timeout: float, camera_height: float | None = None):
+    """Publish each frame (Image + CameraInfo) into a fresh rclpy graph holding a DepthNode; collect 'depth' and
+    'points' (the node's own PointCloud2).
 
-    Returns ``(depths: list of (H, W) float32 or None, seconds)``."""
-    import numpy as np
+    Returns ``(depths: list of (H, W) float32 or None, seconds, last cloud: (xyz (H, W, 3), rgb) or None)``."""
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.node import Node
@@ -72,26 +77,37 @@ def replay(weights, frames, K_of, domain_id: int, timeout: float):
     from dna_depth_ros.depth_node import DepthNode
     from std_msgs.msg import Header
     from builtin_interfaces.msg import Time
-    from sensor_msgs.msg import CameraInfo, Image
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain_id)
     ex = MultiThreadedExecutor(num_threads=2, context=ctx)
     tester = Node("bag_player", context=ctx)
-    node = DepthNode(context=ctx, namespace="/demo", parameter_overrides=[
-        Parameter("weights", value=str(weights)), Parameter("publish.points", value=False),
-        Parameter("qos.input.reliability", value="reliable")])
+    params = [Parameter("weights", value=str(weights)), Parameter("publish.points", value=True),
+              Parameter("points.xyzrgb", value=True), Parameter("points.max_range", value=80.0),
+              Parameter("qos.input.reliability", value="reliable")]
+    if camera_height:
+        params += [Parameter("scale.mode", value="camera_height"),
+                   Parameter("scale.camera_height", value=float(camera_height))]
+    node = DepthNode(context=ctx, namespace="/demo", parameter_overrides=params)
     ex.add_node(tester)
     ex.add_node(node)
     got: dict = {}
+    clouds: dict = {}
     lock = threading.Lock()
 
     def on_depth(msg):
         with lock:
             got[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = conv.image_to_depth(msg)
 
+    def on_points(msg):
+        with lock:
+            clouds.clear()  # keep the latest only
+            clouds[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = conv.cloud_to_arrays(msg)
+
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     tester.create_subscription(Image, "/demo/depth", on_depth, qos)
+    tester.create_subscription(PointCloud2, "/demo/points", on_points, qos)
     pub_img = tester.create_publisher(Image, "/demo/image", qos)
     pub_info = tester.create_publisher(CameraInfo, "/demo/camera_info", qos)
     th = threading.Thread(target=ex.spin, daemon=True)
@@ -118,13 +134,21 @@ def replay(weights, frames, K_of, domain_id: int, timeout: float):
             with lock:
                 depths.append(got.get(key))
         seconds = time.perf_counter() - t0
+        deadline = time.monotonic() + timeout  # the last frame's cloud
+        while time.monotonic() < deadline:
+            with lock:
+                if key in clouds:
+                    break
+            time.sleep(0.01)
     finally:
         ex.shutdown(timeout_sec=5)
         th.join(10)
         node.destroy_node()
         tester.destroy_node()
         rclpy.shutdown(context=ctx)
-    return depths, seconds
+    with lock:
+        cloud = next(iter(clouds.values()), None)
+    return depths, seconds, cloud
 
 
 def main(argv=None) -> int:
@@ -136,6 +160,7 @@ def main(argv=None) -> int:
 
     from dna_depth_core.data import rosbag as rb
     from dna_depth_core.evaluation import evaluate_depth
+    from dna_depth_core.training.config import load_config
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,8 +168,6 @@ def main(argv=None) -> int:
     bag = Path(args.bag) if args.bag else out / "synth_bag"
     synthetic = args.bag is None
     if synthetic and not bag.exists():
-        from dna_depth_core.training.config import load_config
-
         cfg0 = load_config(args.config)
         info = rb.write_synthetic_bag(bag, args.frames, seed=0, width=cfg0.width, height=cfg0.height,
                                       storage=args.storage, progress=True)
@@ -158,6 +181,7 @@ def main(argv=None) -> int:
     if args.camera_info_topic:
         cmd += ["--camera-info-topic", args.camera_info_topic]
     weights = args.weights
+    train_seconds = None
     if weights is None:
         t0 = time.perf_counter()
         subprocess.run(cmd + [f"max_steps={args.steps}", "progress=false"], check=True, cwd=REPO)
@@ -167,7 +191,8 @@ def main(argv=None) -> int:
         weights = resolve_checkpoint(weights)
         if os.path.isdir(weights):
             weights = os.path.join(weights, "model.safetensors")
-        print(f"[demo] trained {args.steps} steps in {time.perf_counter() - t0:.0f} s: {weights}")
+        train_seconds = time.perf_counter() - t0
+        print(f"[demo] trained {args.steps} steps in {train_seconds:.0f} s: {weights}")
 
     # the untrained network of the same recipe (ImageNet encoder, fresh decoder), for comparison
     baseline = None
@@ -175,7 +200,6 @@ def main(argv=None) -> int:
         import torch
 
         import dna_depth_core
-        from dna_depth_core.training.config import load_config
         from dna_depth_core.training.trainer import build_depth_net
 
         torch.manual_seed(0)
@@ -194,53 +218,69 @@ def main(argv=None) -> int:
         K[1] *= rgb.shape[0]
         return K
 
+    camera_height = args.camera_height if args.camera_height is not None else (1.65 if synthetic else None)
     results = {}
     for name, ckpt in (("trained", weights), ("untrained", baseline)):
         if ckpt is None:
             continue
-        depths, sec = replay(ckpt, frames, K_of, args.domain_id, args.timeout)
+        depths, sec, cloud = replay(ckpt, frames, K_of, args.domain_id, args.timeout, camera_height)
         n_ok = sum(d is not None for d in depths)
-        results[name] = {"fps": n_ok / sec if sec > 0 else 0.0, "n": n_ok, "depths": depths}
+        r = results[name] = {"weights": str(ckpt), "fps": n_ok / sec if sec > 0 else 0.0, "frames": n_ok}
+        r["depths"], r["cloud"] = depths, cloud
         if fr.depth:
-            errs = []
+            errs = {"median": [], "metric": []}
             for (stamp, _), d in zip(frames, depths):
                 gt = fr.depth.get(stamp)
                 if d is None or gt is None:
                     continue
                 pred = np.nan_to_num(d, nan=0.0)
                 pred[pred <= 0] = 1e-3
-                e, _ = evaluate_depth(gt, pred, scaling="median", crop=False)
-                errs.append(e)
-            if errs:
-                results[name]["abs_rel"] = float(np.mean([e["abs_rel"] for e in errs]))
-                results[name]["a1"] = float(np.mean([e["a1"] for e in errs]))
+                errs["median"].append(evaluate_depth(gt, pred, scaling="median", crop=False)[0])
+                if camera_height:  # the node's own metric scale (ground plane), no ground truth used
+                    errs["metric"].append(evaluate_depth(gt, pred, scaling="none", crop=False)[0])
+            for kind, es in errs.items():
+                if es:
+                    r[kind] = {k: float(np.mean([e[k] for e in es])) for k in ("abs_rel", "sq_rel", "rmse", "a1")}
 
-    # depth PNGs and one PLY (trained network)
+    # depth PNGs (trained network) and the node's last point cloud as PLY
     from dna_depth_ros import conversions as conv
 
     depth_dir = out / "depth"
     depth_dir.mkdir(exist_ok=True)
-    last = None
     for (stamp, rgb), d in zip(frames, results["trained"]["depths"]):
-        if d is None:
-            continue
-        cv2.imwrite(str(depth_dir / f"{stamp}.png"), cv2.cvtColor(conv.colorize_depth(d), cv2.COLOR_RGB2BGR))
-        last = (rgb, d)
-    if last is not None:
-        rgb, d = last
-        K = K_of(rgb)
-        v, u = np.mgrid[0:d.shape[0], 0:d.shape[1]]
-        ok = np.isfinite(d) & (d > 0)
-        z = d[ok]
-        pts = np.stack([(u[ok] - K[0, 2]) / K[0, 0] * z, (v[ok] - K[1, 2]) / K[1, 1] * z, z], -1)
-        write_ply(out / "cloud.ply", pts, rgb[ok])
+        if d is not None:
+            cv2.imwrite(str(depth_dir / f"{stamp}.png"), cv2.cvtColor(conv.colorize_depth(d), cv2.COLOR_RGB2BGR))
+    cloud = results["trained"]["cloud"]
+    ply = None
+    if cloud is not None:
+        xyz, rgb = cloud
+        ok = np.isfinite(xyz).all(-1)
+        ply = out / "cloud.ply"
+        colours = rgb[ok] if rgb is not None else np.full((int(ok.sum()), 3), 200, np.uint8)
+        write_ply(ply, xyz[ok], colours)
 
-    print("\n[demo] results on the last %d frames of %s (median-scaled depth vs the exact synthetic depth)"
-          % (len(frames), bag))
+    unit = f"metres (camera height {camera_height} m)" if camera_height else "relative units (no metric scale)"
+    print(f"\n[demo] {len(frames)} frames of {bag} replayed through dna_depth_ros/depth_node; depth in {unit}")
+    if synthetic:
+        print("[demo] these frames are the bag's last ones by time: training used the first "
+              f"{1 - load_config(args.config).val_fraction:.0%} (val_fraction), so they are unseen")
     for name, r in results.items():
-        acc = (f"AbsRel {r['abs_rel']:.3f}  a1 {r['a1']:.3f}  " if "abs_rel" in r else "(no ground truth)  ")
-        print(f"  {name:<9} {acc}{r['fps']:.1f} FPS through the ROS graph ({r['n']}/{len(frames)} frames)")
-    print(f"[demo] depth PNGs: {depth_dir}  point cloud: {out / 'cloud.ply'}  total {time.perf_counter() - t_start:.0f} s")
+        line = f"  {name:<9} "
+        if "median" in r:
+            line += "AbsRel {abs_rel:.3f}  a1 {a1:.3f} (median-scaled)".format(**r["median"])
+            if "metric" in r:
+                line += "  AbsRel {abs_rel:.3f}  a1 {a1:.3f} (metric, ground-plane scale)".format(**r["metric"])
+        else:
+            line += "(no ground truth)"
+        print(line + f"  {r['fps']:.1f} FPS through the ROS graph ({r['frames']}/{len(frames)} frames)")
+    summary = {name: {k: v for k, v in r.items() if k not in ("depths", "cloud")} for name, r in results.items()}
+    summary.update(bag=str(bag), frames=len(frames), camera_height=camera_height,
+                   steps=args.steps if train_seconds is not None else None, train_seconds=train_seconds,
+                   seconds=time.perf_counter() - t_start)
+    with open(out / "results.json", "w") as f:
+        json.dump(summary, f, indent=1)
+    print(f"[demo] depth PNGs: {depth_dir}  point cloud: {ply or '(none: no camera_info)'}  "
+          f"results: {out / 'results.json'}  total {time.perf_counter() - t_start:.0f} s")
     return 0
 
 

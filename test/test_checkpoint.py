@@ -200,16 +200,18 @@ def test_convert_official_with_pose_files(tmp_path):
 
 @pytest.mark.parametrize("kind", ["resnet18", "small", "lite0"])
 def test_pose_network_round_trip_for_each_kind(tmp_path, kind):
-    from dna_depth_core.models.pose import build_pose_model
+    from dna_depth_core.models.pose import build_pose_model, set_output_scales
 
     torch.manual_seed(1)
     net = dna_depth_core.build_model("dna_lite0", height=64, width=96)
     pose = build_pose_model(kind).eval()
+    set_output_scales(pose, 1.0, 0.01)  # a trained recipe's scales must come back with the weights
     path = tmp_path / "with_pose.safetensors"
     save_checkpoint(net, str(path), pose_net=pose)
     assert checkpoint_metadata(str(path))["pose_model"] == kind
     loaded = load_pose_network(str(path))
     assert loaded.kind == kind
+    assert (loaded.decoder.output_scale, loaded.decoder.rotation_scale) == (1.0, 0.01)
     a, b = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96)
     with torch.no_grad():
         for x, y in zip(pose(a, b), loaded(a, b)):

@@ -106,6 +106,25 @@ def test_small_pose_net_and_initial_biases():
     assert len(biases) == 4 and all(torch.all(b == -3.0) for b in biases)
 
 
+def test_pose_rotation_scale_is_separate_from_the_translation_scale():
+    from dna_depth_core.training.trainer import build_pose_net
+
+    common = dict(model="dna_lite0", pretrained=None, pose_model="small", height=H, width=W,
+                  pose_translation_bias=[0.0, 0.0, 0.0])
+    torch.manual_seed(0)
+    one = build_pose_net(TrainConfig(**common, pose_output_scale=1.0))
+    torch.manual_seed(0)
+    split = build_pose_net(TrainConfig(**common, pose_output_scale=1.0, pose_rotation_scale=0.01))
+    a, b = torch.rand(2, 3, H, W), torch.rand(2, 3, H, W)
+    with torch.no_grad():
+        aa1, t1 = one(a, b)
+        aa2, t2 = split(a, b)
+    assert torch.equal(t1, t2) and aa1.abs().max() > 0
+    torch.testing.assert_close(aa2, aa1 * 0.01)
+    with pytest.raises(ValueError, match="pose_rotation_scale"):
+        TrainConfig(**common, pose_rotation_scale=0.0)
+
+
 def test_imagenet_download_failure_says_what_works_offline(monkeypatch):
     import dna_depth_core.models as models
     from dna_depth_core.training.trainer import build_depth_net
@@ -230,6 +249,45 @@ def test_resume_continues_exactly(drive, tmp_path):
     assert (tmp_path / "b" / "checkpoints" / "step_00000005").is_dir()  # the epoch-end checkpoint
     rows = (tmp_path / "b" / "train_log.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_pose_warmup_freezes_the_pose_network_then_trains_it(drive, tmp_path):
+    """pose_warmup_steps=2: the pose weights (and their Adam state) stay untouched for two steps while the depth
+    network trains; the third step updates them."""
+    from dna_depth_core.training.trainer import Trainer
+
+    tr = Trainer(tiny_cfg(drive, tmp_path, pose_warmup_steps=2, max_steps=3))
+    batches = iter(tr._loader(0, 0))
+    pose0 = {k: v.clone() for k, v in tr.pose_net.state_dict().items() if v.is_floating_point()}
+    depth0 = [p.detach().clone() for p in tr.depth_net.parameters()]
+
+    def pose_changed():
+        now = tr.pose_net.state_dict()
+        return any(not torch.equal(now[k], v) for k, v in pose0.items() if "running" not in k and
+                   "num_batches" not in k)
+
+    for step in range(2):
+        tr.train_step(next(batches))
+        tr.step += 1
+        assert not pose_changed(), f"pose weights moved during warm-up step {step + 1}"
+        assert all(p.grad is None for p in tr.pose_net.parameters())
+    assert any(not torch.equal(p, q) for p, q in zip(tr.depth_net.parameters(), depth0))
+    tr.train_step(next(batches))
+    assert pose_changed()
+
+
+def test_channels_last_is_the_same_maths(drive, tmp_path):
+    from dna_depth_core.training.trainer import Trainer, _to_device
+
+    losses = []
+    for cl in (False, True):
+        tr = Trainer(tiny_cfg(drive, tmp_path / str(cl), channels_last=cl))
+        if cl:
+            assert tr.depth_net.encoder.body.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+        batch = _to_device(next(iter(tr._loader(0, 0))), tr.device)
+        out = tr.train_step(batch)
+        losses.append(out["loss"].item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
 def test_resolve_checkpoint_and_errors(drive, tmp_path):

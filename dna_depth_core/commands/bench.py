@@ -13,7 +13,9 @@ CUDA: torch.cuda.max_memory_allocated), parameters and MACs, and the largest dis
 same model's fp32 torch output. Weights are seeded random (latency does not depend on their values).
 
 backends: torch (fp32 eager), onnxruntime, and torch variants joined with '+': cl (channels_last),
-bf16 (CPU autocast / CUDA cast), fp16 (CUDA), compile (torch.compile), graph (CUDA graphs), e.g. torch+cl+bf16.
+bf16 (CPU autocast / CUDA cast), fp16 (CUDA), compile (torch.compile), graph (CUDA graphs), e.g. torch+cl+bf16;
+onnxruntime+int8 (CPU): the export quantised to int8, calibrated on 8 synthetic frames rendered at the benchmark
+size (with random weights only its latency means something; its disparity difference is on a noise input).
 
 The report records the machine (CPU, flags, cores, GPU), library versions, load average and date. A loaded
 machine slows every number: benchmark on a quiet one.

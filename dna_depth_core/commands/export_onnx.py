@@ -13,13 +13,27 @@ stored in the model's metadata_props, so the .onnx file is all `DepthEstimator(.
 The export is run with onnxruntime against torch on a seeded input and the largest difference of the disparity is
 printed; above --atol (1e-4) the command fails.
 
+int8 (CPU): --int8 exports fp32 as above (and verifies it), then quantises it with onnxruntime static quantisation
+(QDQ; int8 weights per output channel, uint8 activations, MinMax ranges) calibrated on --calibration images, and
+writes only the int8 model to --out. The calibration images are resized to the export size and scaled to [0, 1]
+exactly as DepthEstimator / the ROS node prepare camera frames; use frames like the deployment's (same camera and
+kind of scenes): the ranges come from them. Calibration costs one fp32 forward pass per image. The last convolution
+and sigmoid stay float. The command prints |int8 - fp32| of the disparity on a few calibration images (a sanity
+check on calibration data, not an accuracy evaluation). Static shapes only (not with --dynamic). The metadata
+records dna_depth.precision=int8 and the number of calibration images; OnnxBackend, DepthEstimator and the ROS node
+load the file like the fp32 one.
+
 example:
   dna-depth export-onnx --weights dna_b0.safetensors --out dna_b0.onnx
   dna-depth export-onnx --weights dna_b0.safetensors --out dna_b0_1024x320.onnx --height 320 --width 1024
-  dna-depth export-onnx --weights dna_b0.safetensors --out dna_b0_dyn.onnx --dynamic"""
+  dna-depth export-onnx --weights dna_b0.safetensors --out dna_b0_dyn.onnx --dynamic
+  dna-depth export-onnx --weights dna_b0.safetensors --out dna_b0_int8.onnx --int8 --calibration frames/
+  dna-depth export-onnx --weights dna_b0.safetensors --out dna_b0_int8.onnx --int8 \
+      --calibration 'data/**/image_02/data/*.png' --calibration-count 100"""
 
 
 def add_arguments(p) -> None:
+    from dna_depth_core.export import DEFAULT_CALIBRATION_COUNT
     from dna_depth_core.models.registry import list_models
 
     src = p.add_mutually_exclusive_group(required=True)
@@ -35,12 +49,33 @@ def add_arguments(p) -> None:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
     p.add_argument("--atol", type=float, default=1e-4, help="largest accepted |onnxruntime - torch| (default 1e-4)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
+    q = p.add_argument_group("int8 (CPU)")
+    q.add_argument("--int8", action="store_true",
+                   help="write an int8 model (onnxruntime static QDQ quantisation) calibrated on --calibration")
+    q.add_argument("--calibration", nargs="+", metavar="DIR_OR_GLOB",
+                   help="calibration images: folder(s) (searched recursively for .png/.jpg/...), glob pattern(s) "
+                        "(quote them; ** is recursive) or image files")
+    q.add_argument("--calibration-count", type=int, default=None, metavar="N",
+                   help="use at most N calibration images, spread evenly over the sorted list (default "
+                        f"{DEFAULT_CALIBRATION_COUNT})")
+    q.add_argument("--threads", type=int, default=None,
+                   help="onnxruntime threads for the int8 calibration and its check (default: the usable cores)")
     p.add_argument("--json", action="store_true", help="print the export report as JSON")
 
 
 def run(args) -> int:
-    from dna_depth_core.export import export_onnx
+    import os
+    import tempfile
 
+    from dna_depth_core.export import DEFAULT_CALIBRATION_COUNT, export_onnx, quantize_onnx_int8
+
+    if args.int8:
+        if not args.calibration:
+            raise ValueError("--int8 needs --calibration DIR_OR_GLOB (images to calibrate the int8 ranges on)")
+        if args.dynamic:
+            raise ValueError("--int8 needs a static model: drop --dynamic and export at the deployment size")
+    elif args.calibration or args.calibration_count is not None:
+        raise ValueError("--calibration/--calibration-count are for --int8")
     if args.weights:
         source = args.weights
     else:
@@ -50,17 +85,43 @@ def run(args) -> int:
 
         torch.manual_seed(0)
         source = build_model(args.model).eval()
+    if args.int8:
+        count = DEFAULT_CALIBRATION_COUNT if args.calibration_count is None else args.calibration_count
+        from dna_depth_core.export import find_calibration_images
+
+        find_calibration_images(args.calibration, count)  # fail on bad calibration input before exporting
+        with tempfile.TemporaryDirectory(prefix="dna-depth-export-") as tmp:
+            fp32_path = os.path.join(tmp, "fp32.onnx")
+            r = export_onnx(source, fp32_path, height=args.height, width=args.width, all_scales=args.all_scales,
+                            opset=args.opset, verify=not args.no_verify, atol=args.atol, batch=args.batch)
+            q = quantize_onnx_int8(fp32_path, args.out, args.calibration, count=count, threads=args.threads,
+                                   verify=not args.no_verify)
+        if args.json:
+            print(json.dumps({"fp32": r.to_dict(), "int8": q.to_dict()}))
+            return 0
+        _print_fp32(r, args, "fp32 export (temporary)")
+        print(f"int8 -> {q.path} ({q.size_bytes / 2**20:.1f} MiB, from {q.fp32_size_bytes / 2**20:.1f} MiB fp32), "
+              f"calibrated on {q.calibration_images} images in {q.seconds:.1f} s; float nodes: "
+              f"{', '.join(q.float_nodes) or 'none'}")
+        if q.max_abs_diff is not None:
+            print(f"int8 vs fp32 disparity on {q.checked_images} calibration images: max {q.max_abs_diff:.2e}, "
+                  f"mean {q.mean_abs_diff:.2e} (mean relative {100 * q.mean_rel_diff:.2f} %)")
+        return 0
     r = export_onnx(source, args.out, height=args.height, width=args.width, dynamic=args.dynamic,
                     all_scales=args.all_scales, opset=args.opset, verify=not args.no_verify, atol=args.atol,
                     batch=args.batch)
     if args.json:
         print(json.dumps(r.to_dict()))
         return 0
+    _print_fp32(r, args)
+    return 0
+
+
+def _print_fp32(r, args, where: str | None = None) -> None:
     shape = "B x 3 x H x W (dynamic)" if r.dynamic else f"{args.batch} x 3 x {r.height} x {r.width}"
-    print(f"{r.model} -> {r.path} ({r.size_bytes / 2**20:.1f} MiB, opset {r.opset}, input {shape}, "
+    print(f"{r.model} -> {where or r.path} ({r.size_bytes / 2**20:.1f} MiB, opset {r.opset}, input {shape}, "
           f"outputs {', '.join(r.outputs)}) in {r.seconds:.1f} s")
     if r.max_abs_diff is not None:
         checks = ", ".join(f"{k}: {v:.2e}" for k, v in r.checked.items())
         print(f"verified with onnxruntime: max |onnxruntime - torch| of the disparity = {r.max_abs_diff:.2e} "
               f"({checks})")
-    return 0

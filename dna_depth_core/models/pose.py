@@ -14,6 +14,19 @@ import torch.nn.functional as F
 from dna_depth_core.models.depth_net import NORMALIZATIONS
 
 
+def _scaled_outputs(x: torch.Tensor, output_scale: float, rotation_scale: float | None):
+    """``(B, 6)`` raw outputs -> ``(axisangle x rotation_scale, translation x output_scale)``."""
+    rot = output_scale if rotation_scale is None else rotation_scale
+    return x[:, :3] * rot, x[:, 3:] * output_scale
+
+
+def set_output_scales(pose: nn.Module, output_scale: float, rotation_scale: float | None = None) -> None:
+    """Set the pose network's output scales: translation x ``output_scale``, axis-angle x ``rotation_scale``
+    (None: ``output_scale`` too)."""
+    pose.decoder.output_scale = float(output_scale)
+    pose.decoder.rotation_scale = None if rotation_scale is None else float(rotation_scale)
+
+
 class PoseDecoder(nn.Module):
     """``(B, C, h, w)`` deepest encoder feature -> ``(axisangle (B, 3), translation (B, 3))``."""
 
@@ -24,13 +37,13 @@ class PoseDecoder(nn.Module):
         self.conv2 = nn.Conv2d(width, width, 3, padding=1)
         self.out = nn.Conv2d(width, 6, 1)
         self.output_scale = output_scale
+        self.rotation_scale: float | None = None  # None: the rotation outputs use output_scale too
 
     def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = F.relu(self.squeeze(feature))
         x = F.relu(self.conv1(x))
         x = F.relu(self.conv2(x))
-        x = self.out(x).mean(dim=(2, 3)) * self.output_scale
-        return x[:, :3], x[:, 3:]
+        return _scaled_outputs(self.out(x).mean(dim=(2, 3)), self.output_scale, self.rotation_scale)
 
 
 class _PoseBase(nn.Module):
@@ -99,10 +112,10 @@ class _SmallPoseHead(nn.Module):
         super().__init__()
         self.out = nn.Conv2d(channels, 6, 1)
         self.output_scale = output_scale
+        self.rotation_scale: float | None = None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.out(x).mean(dim=(2, 3)) * self.output_scale
-        return x[:, :3], x[:, 3:]
+        return _scaled_outputs(self.out(x).mean(dim=(2, 3)), self.output_scale, self.rotation_scale)
 
 
 class SmallPoseNet(_PoseBase):

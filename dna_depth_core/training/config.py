@@ -47,6 +47,8 @@ class TrainConfig:
     pose_output_scale: float = 0.01
     pose_head_weight_scale: float = 1.0       # the pose output conv's initial weights are multiplied by this
     pose_lr_scale: float = 1.0                # the pose network's lr is learning_rate x this
+    pose_rotation_scale: Optional[float] = None  # the axis-angle outputs x this (null: pose_output_scale)
+    pose_warmup_steps: int = 0                # the pose network is frozen (its initial output) for these steps
     pose_translation_bias: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0])
     pose_gt: bool = False                     # use the dataset's ground-truth poses instead of the pose network
 
@@ -85,6 +87,7 @@ class TrainConfig:
     grad_clip: Optional[float] = None         # clip the global gradient norm (null: no clipping)
     max_nonfinite: int = 5                    # abort after this many non-finite losses in a row
     amp: bool = True                          # autocast fp16 + GradScaler (CUDA only; ignored on CPU)
+    channels_last: bool = True                # NHWC memory format for both networks (faster convs, same math)
     sync_batchnorm: bool = False              # SyncBatchNorm under DistributedDataParallel
     device: str = "auto"                      # auto | cpu | cuda | cuda:N
     cpu_threads: Optional[int] = None         # torch intra-op threads (null: torch's default)
@@ -127,6 +130,9 @@ class TrainConfig:
         need(self.pose_output_scale > 0, "pose_output_scale", "must be > 0")
         need(self.pose_head_weight_scale >= 0, "pose_head_weight_scale", "must be >= 0")
         need(self.pose_lr_scale > 0, "pose_lr_scale", "must be > 0")
+        need(self.pose_rotation_scale is None or self.pose_rotation_scale > 0, "pose_rotation_scale",
+             "must be > 0 or null")
+        need(self.pose_warmup_steps >= 0, "pose_warmup_steps", "must be >= 0")
         need(len(self.pose_translation_bias) == 3, "pose_translation_bias", "must be a 3-vector")
         need(0 <= self.ssim_weight <= 1, "ssim_weight", "must be in [0, 1]")
         need(self.smoothness_weight >= 0, "smoothness_weight", "must be >= 0")

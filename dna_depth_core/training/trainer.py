@@ -321,7 +321,7 @@ def set_depth_head_bias(net: DepthNet, value: float) -> None:
 
 def build_pose_net(cfg: TrainConfig) -> nn.Module:
     """The pose network of ``cfg`` (``pose_model``, output scale, initial translation bias)."""
-    from dna_depth_core.models.pose import build_pose_model
+    from dna_depth_core.models.pose import build_pose_model, set_output_scales
 
     try:
         pose = build_pose_model(cfg.pose_model, cfg.pose_pretrained, cfg.pose_output_scale)
@@ -332,6 +332,7 @@ def build_pose_net(cfg: TrainConfig) -> nn.Module:
             raise RuntimeError(f"{_offline_hint('the ResNet-18 pose encoder', 'pose_pretrained')} "
                                f"({type(exc).__name__}: {str(exc)[:300]})") from exc
         raise
+    set_output_scales(pose, cfg.pose_output_scale, cfg.pose_rotation_scale)
     if cfg.pose_head_weight_scale != 1.0:
         with torch.no_grad():
             pose.decoder.out.weight.mul_(cfg.pose_head_weight_scale)
@@ -706,8 +707,10 @@ class Trainer:
             raise ValueError(f"the training set has {len(self.train_set)} items, too few for one batch of "
                              f"{cfg.batch_size} (over {env.world_size} ranks)")
 
-        self.depth_net = build_depth_net(cfg).to(self.device)
-        self.pose_net = None if cfg.pose_gt else build_pose_net(cfg).to(self.device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.depth_net = build_depth_net(cfg).to(self.device, memory_format=self.memory_format)
+        self.pose_net = (None if cfg.pose_gt else
+                         build_pose_net(cfg).to(self.device, memory_format=self.memory_format))
         params: list = list(self.depth_net.parameters())
         if self.pose_net is not None:
             if cfg.pose_lr_scale != 1.0:  # two groups; the schedule keeps each group's lr_scale
@@ -869,7 +872,8 @@ class Trainer:
         """Networks and loss for one batch (already on the device): (loss dict, poses, disps, translations)."""
         cfg = self.cfg
         sources = cfg.frame_ids[1:]
-        x = _frame(batch, "color_aug", 0)
+        fmt = self.memory_format
+        x = _frame(batch, "color_aug", 0).contiguous(memory_format=fmt)
         translations = None
         amp = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else contextlib.nullcontext()
         with amp:
@@ -880,7 +884,13 @@ class Trainer:
                     a, b = (_frame(batch, "color_aug", f), x) if f < 0 else (x, _frame(batch, "color_aug", f))
                     firsts.append(a)
                     seconds.append(b)
-                axisangle, translation = self.pose_model(torch.cat(firsts), torch.cat(seconds))
+                pair = (torch.cat(firsts).contiguous(memory_format=fmt),
+                        torch.cat(seconds).contiguous(memory_format=fmt))
+                if self.step < cfg.pose_warmup_steps:  # frozen: no gradient, no update (outside DDP)
+                    with torch.no_grad():
+                        axisangle, translation = self.pose_net(*pair)
+                else:
+                    axisangle, translation = self.pose_model(*pair)
         disps = [d.float() for d in disps]
         if self.pose_model is not None:
             axisangle, translations = axisangle.float(), translation.float()
