@@ -30,7 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--bag", help="replay this bag (default: synthesise OUT/synth_bag)")
     p.add_argument("--weights", help="checkpoint to run (default: train one on the bag)")
     p.add_argument("--config", default=str(REPO / "config" / "train_synthetic.yaml"), help="training recipe")
-    p.add_argument("--steps", type=int, default=250,
+    p.add_argument("--steps", type=int, default=350,
                    help="training steps (max_steps); the default fits the demo in 15 minutes on 2 cores")
     p.add_argument("--frames", type=int, default=300, help="frames of the synthetic bag")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")

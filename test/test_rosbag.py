@@ -113,6 +113,55 @@ def test_kitti_bag_triplets_and_intrinsics_match_kitti_dataset(kitti_bag):
     assert abs(float(flipped[0]["K"][0][0, 2]) - (W - 1 - float(item["K"][0][0, 2]))) < 1e-3
 
 
+def write_ros1_bag(path, root_files_stamps_K):
+    """The kitti_tiny frames as a ROS 1 bag (rosbags' rosbag1 writer, Noetic message definitions): Image rgb8 +
+    CameraInfo (ROS 1 field names D, K, R, P)."""
+    from rosbags.rosbag1 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    _, files, stamps, K = root_files_stamps_K
+    ts = get_typestore(Stores.ROS1_NOETIC)
+    T = ts.types
+    with Writer(path) as w:
+        c_img = w.add_connection("/cam/image_raw", "sensor_msgs/msg/Image", typestore=ts)
+        c_info = w.add_connection("/cam/camera_info", "sensor_msgs/msg/CameraInfo", typestore=ts)
+        for seq, (f, t) in enumerate(zip(files, stamps)):
+            rgb = load_image(f)
+            h, w_ = rgb.shape[:2]
+            header = T["std_msgs/msg/Header"](seq=seq, stamp=T["builtin_interfaces/msg/Time"](
+                sec=t // 1_000_000_000, nanosec=t % 1_000_000_000), frame_id="cam")
+            img = T["sensor_msgs/msg/Image"](header=header, height=h, width=w_, encoding="rgb8", is_bigendian=0,
+                                             step=3 * w_, data=np.ascontiguousarray(rgb).reshape(-1))
+            P = np.zeros((3, 4))
+            P[:, :3] = K
+            roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+            info = T["sensor_msgs/msg/CameraInfo"](header=header, height=h, width=w_, distortion_model="plumb_bob",
+                                                   D=np.zeros(5), K=K.reshape(-1), R=np.eye(3).reshape(-1),
+                                                   P=P.reshape(-1), binning_x=0, binning_y=0, roi=roi)
+            w.write(c_img, t, ts.serialize_ros1(img, "sensor_msgs/msg/Image"))
+            w.write(c_info, t, ts.serialize_ros1(info, "sensor_msgs/msg/CameraInfo"))
+
+
+def test_ros1_bag_reads_like_the_ros2_bag(kitti_bag, tmp_path):
+    """A ROS 1 bag (no ROS install) gives the same topics, triplets, intrinsics and images as the ROS 2 one."""
+    path2, _, K = kitti_bag
+    path1 = tmp_path / "kitti_tiny.bag"
+    write_ros1_bag(path1, _kitti_frames())
+    info = rb.bag_info([path1])[0]
+    topics = {d["topic"]: d for d in info["topics"]}
+    assert topics["/cam/image_raw"]["count"] == 7 and topics["/cam/image_raw"]["encodings"] == ["rgb8"]
+    assert topics["/cam/camera_info"]["sizes"] == [(1242, 375)]
+    ds1 = rb.BagDataset([path1], H, W, num_scales=1, is_train=False, val_fraction=0.0,
+                        image_topic="/cam/image_raw", camera_info_topic="/cam/camera_info")
+    ds2 = rb.BagDataset([path2], H, W, num_scales=1, is_train=False, val_fraction=0.0)
+    assert [s.target for s in ds1.samples] == [s.target for s in ds2.samples] == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(ds1.bags[0].K_norm, ds2.bags[0].K_norm, rtol=1e-9)
+    a, b = ds1[2], ds2[2]
+    np.testing.assert_allclose(a["K"][0].numpy(), b["K"][0].numpy(), rtol=1e-6)
+    for fid in (0, -1, 1):
+        assert torch.equal(a["color"][fid], b["color"][fid])  # rgb8 raw vs lossless png: same pixels
+
+
 def test_spacing_pairs_by_time_and_split_by_time(kitti_bag, synth_bags):
     path, _, _ = kitti_bag
     ds = rb.BagDataset([path], H, W, num_scales=1, frame_spacing=0.2, val_fraction=0.0)

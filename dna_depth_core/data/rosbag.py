@@ -318,10 +318,17 @@ def image_encoding(msg, msgtype: str) -> str:
 
 
 def camera_info_intrinsics(msg) -> tuple[np.ndarray, tuple[int, int]]:
-    """``(K (3, 3) pixels, (width, height))`` of a CameraInfo message (its ``K``; ``P`` when ``K`` is zero)."""
-    K = np.asarray(msg.k, np.float64).reshape(3, 3)
+    """``(K (3, 3) pixels, (width, height))`` of a CameraInfo message (its ``K``; ``P`` when ``K`` is zero).
+
+    ROS 2 names the fields ``k``/``p``, ROS 1 ``K``/``P``; both are read."""
+
+    def field(name: str):
+        value = getattr(msg, name, None)
+        return getattr(msg, name.upper()) if value is None else value
+
+    K = np.asarray(field("k"), np.float64).reshape(3, 3)
     if K[0, 0] <= 0 or K[1, 1] <= 0:
-        K = np.asarray(msg.p, np.float64).reshape(3, 4)[:, :3]
+        K = np.asarray(field("p"), np.float64).reshape(3, 4)[:, :3]
     if K[0, 0] <= 0 or K[1, 1] <= 0:
         raise ValueError("CameraInfo has neither a valid K nor P (fx, fy must be > 0)")
     return K, (int(msg.width), int(msg.height))
