@@ -2,11 +2,11 @@
 # The earlier demo (make demo-kitti-layout): render synthetic street drives, train DNA-Depth (Lite0) self-supervised on
 # one for a few minutes, then evaluate it on a held-out drive against the exact depth (and the untrained network
 # against the same), and write colourised disparities + depth .npy for the held-out frames.
-# Knobs: DEMO_STEPS (training steps, default 200), DEMO_OUT (default out/demo).
+# Knobs: DEMO_STEPS (training steps, default 200), DEMO_OUT (default out/demo_kitti_layout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-OUT=${DEMO_OUT:-out/demo}
+OUT=${DEMO_OUT:-out/demo_kitti_layout}
 STEPS=${DEMO_STEPS:-200}
 DATA=$OUT/data
 mkdir -p "$OUT"
