@@ -4,8 +4,9 @@ Layout: tensors ``depth.<name>`` (the depth network) and optionally ``pose.<name
 Metadata (all strings): ``format`` ("dna-depth/1"), ``model`` (registry name), ``config`` (the DepthConfig as
 JSON: encoder, decoder, normalisation, input size, depth range), ``input_size`` ("HxW"), ``normalization``,
 ``depth_range`` ("min,max" metres), ``provenance`` (JSON: where the weights came from) and ``training_config``
-(JSON, may be "{}"), and ``pose_model`` ("resnet18" or "small") when a pose network is stored. Files are written
-atomically (temporary file + rename).
+(JSON, may be "{}"), and ``pose_model`` ("resnet18", "lite0" or "small") with ``pose_output_scales`` (JSON:
+``output_scale``, ``rotation_scale``) when a pose network is stored. Files are written atomically (temporary file +
+rename).
 """
 from __future__ import annotations
 
