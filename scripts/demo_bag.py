@@ -167,9 +167,9 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     bag = Path(args.bag) if args.bag else out / "synth_bag"
     synthetic = args.bag is None
+    cfg = load_config(args.config)
     if synthetic and not bag.exists():
-        cfg0 = load_config(args.config)
-        info = rb.write_synthetic_bag(bag, args.frames, seed=0, width=cfg0.width, height=cfg0.height,
+        info = rb.write_synthetic_bag(bag, args.frames, seed=0, width=cfg.width, height=cfg.height,
                                       storage=args.storage, progress=True)
         print(f"[demo] synthesised {bag} ({args.frames} frames) in {info['seconds']:.0f} s")
     print(rb.format_bag_info(rb.bag_info([bag])))
@@ -204,19 +204,15 @@ def main(argv=None) -> int:
 
         torch.manual_seed(0)
         baseline = str(out / "untrained.safetensors")
-        dna_depth_core.save_checkpoint(build_depth_net(load_config(args.config)), baseline)
+        dna_depth_core.save_checkpoint(build_depth_net(cfg), baseline)
 
     fr = rb.read_bag_frames(bag, args.image_topic, args.camera_info_topic,
                             depth_topic=rb.DEFAULT_DEPTH_TOPIC if synthetic else None, on_damage="keep")
     sel = range(len(fr)) if args.replay <= 0 else range(max(0, len(fr) - args.replay), len(fr))
     frames = [(int(fr.stamps[i]), fr.images[i]) for i in sel]
-    w0, h0 = fr.original_size
 
     def K_of(rgb):
-        K = fr.K_norm.copy()
-        K[0] *= rgb.shape[1]
-        K[1] *= rgb.shape[0]
-        return K
+        return rb.pixel_K(fr.K_norm, (rgb.shape[1], rgb.shape[0]))
 
     camera_height = args.camera_height if args.camera_height is not None else (1.65 if synthetic else None)
     results = {}
@@ -263,7 +259,7 @@ def main(argv=None) -> int:
     print(f"\n[demo] {len(frames)} frames of {bag} replayed through dna_depth_ros/depth_node; depth in {unit}")
     if synthetic:
         print("[demo] these frames are the bag's last ones by time: training used the first "
-              f"{1 - load_config(args.config).val_fraction:.0%} (val_fraction), so they are unseen")
+              f"{1 - cfg.val_fraction:.0%} (val_fraction), so they are unseen")
     for name, r in results.items():
         line = f"  {name:<9} "
         if "median" in r:

@@ -31,17 +31,18 @@ sys.path.insert(0, REPO)
 
 def load_drive(folder: str):
     """(K (3, 3), T_world_cam (N, 4, 4), images (N, 3, H, W) in [0, 1], depth (N, 1, H, W); sky -> 100 m)."""
-    import cv2
     import torch
+
+    from dna_depth_core.data.kitti import load_image
+    from dna_depth_core.evaluation import read_drive_poses
 
     meta = json.load(open(os.path.join(folder, "synthetic.json")))
     K = torch.tensor(meta["K"], dtype=torch.float32)
-    P = np.loadtxt(os.path.join(folder, "poses.txt")).reshape(-1, 3, 4)
-    P = np.concatenate([P, np.tile([[[0.0, 0.0, 0.0, 1.0]]], (len(P), 1, 1))], 1)
+    P = read_drive_poses(os.path.dirname(folder), os.path.basename(folder))
     images, depths = [], []
     for i in range(len(P)):
-        bgr = cv2.imread(os.path.join(folder, "image_02", "data", f"{i:010d}.png"))
-        images.append(torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1])).permute(2, 0, 1).float() / 255)
+        rgb = load_image(os.path.join(folder, "image_02", "data", f"{i:010d}.png"))
+        images.append(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255)
         d = np.load(os.path.join(folder, "depth", f"{i:010d}.npy"))
         depths.append(torch.from_numpy(np.where(d > 0, np.minimum(d, 100.0), 100.0).astype(np.float32))[None])
     return K, P, torch.stack(images), torch.stack(depths)
@@ -99,8 +100,11 @@ def build_pose(kind: str, norm: str):
 
 
 def speed_correlation(net, images, P) -> tuple[float, float]:
-    """(Pearson correlation, relative spread ratio) of predicted vs true per-frame speed over pairs (i, i+1)."""
+    """(Pearson correlation, relative spread ratio) of predicted vs true per-frame speed over pairs (i, i+1)
+    (:func:`dna_depth_core.evaluation.pose_metrics`)."""
     import torch
+
+    from dna_depth_core.evaluation import pose_metrics
 
     net.eval()
     ts = []
@@ -109,10 +113,9 @@ def speed_correlation(net, images, P) -> tuple[float, float]:
             b = min(a + 16, len(images) - 1)
             ts.append(net(images[a:b], images[a + 1:b + 1])[1])
     net.train()
-    pred = np.linalg.norm(torch.cat(ts).numpy(), axis=1)
-    true = np.array([np.linalg.norm(relative(P, i, i + 1)[:3, 3]) for i in range(len(images) - 1)])
-    spread = (pred.std() / pred.mean()) / (true.std() / true.mean())
-    return float(np.corrcoef(pred, true)[0, 1]), float(spread)
+    true = np.stack([relative(P, i, i + 1)[:3, 3] for i in range(len(images) - 1)])
+    m = pose_metrics(torch.cat(ts).numpy(), true)
+    return m["pearson_speed"], m["spread_ratio"]
 
 
 def train(args, drive, heldout) -> None:

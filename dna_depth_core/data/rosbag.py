@@ -343,6 +343,14 @@ def normalise_K(K, size) -> np.ndarray:
     return Kn
 
 
+def pixel_K(K_norm, size) -> np.ndarray:
+    """The inverse of :func:`normalise_K`: normalised K -> pixel K at ``size`` = (width, height)."""
+    K = np.array(K_norm, np.float64, copy=True)
+    K[0] *= float(size[0])
+    K[1] *= float(size[1])
+    return K
+
+
 def load_calibration(path) -> tuple[np.ndarray, tuple[int, int]]:
     """Intrinsics from a calibration YAML: ``(K (3, 3) pixels, (width, height))``.
 
@@ -780,9 +788,7 @@ def extract_bag(paths, out_dir, image_topic: str | None = None, camera_info_topi
         label = _bag_label(path, taken)
         h, w = fr.images[0].shape[:2] if fr.images else (0, 0)
         (out / label).mkdir(parents=True, exist_ok=True)
-        K1 = fr.K_norm.copy()
-        K1[0] *= w
-        K1[1] *= h
+        K1 = pixel_K(fr.K_norm, (w, h))
         K1[0, 2] += 1.0  # KITTI calibration files are 1-based
         K1[1, 2] += 1.0
         P = np.hstack([K1, np.zeros((3, 1))])
