@@ -446,6 +446,7 @@ def evaluate_pose(pose_net, data_path, split_lines: Sequence, height: int, width
 
     from dna_depth_core.data.kitti import image_path, load_image
     from dna_depth_core.geometry import pose_vec_to_mat
+    from dna_depth_core.inference import image_to_input
 
     entries = [e if isinstance(e, SplitEntry) else parse_split_line(e) for e in split_lines]
     poses: dict[str, np.ndarray] = {}
@@ -460,13 +461,9 @@ def evaluate_pose(pose_net, data_path, split_lines: Sequence, height: int, width
     if not pairs:
         raise ValueError("evaluate_pose: no split frame has a next frame with a pose and an image")
 
-    def load(e, i):
-        img = load_image(image_path(data_path, e.folder, i, e.side))
-        h0, w0 = img.shape[:2]
-        if (w0, h0) != (width, height):
-            interp = cv2.INTER_AREA if (w0 >= width and h0 >= height) else cv2.INTER_LINEAR
-            img = cv2.resize(img, (width, height), interpolation=interp)
-        return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    def load(e, i):  # resized as DepthEstimator resizes camera images
+        return torch.from_numpy(image_to_input(load_image(image_path(data_path, e.folder, i, e.side)), height,
+                                               width)[0])
 
     was_training = pose_net.training
     pose_net.eval()

@@ -249,16 +249,12 @@ class GroundTruthPoses(Dataset):
 
     def _poses(self, folder: str) -> np.ndarray:
         if folder not in self._cache:
-            path = os.path.join(self.data_path, folder, "poses.txt")
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"pose_gt: no ground-truth poses for {folder} ({path} not found; only "
-                                        f"synthetic drives write them): set pose_gt: false")
-            rows = np.loadtxt(path, dtype=np.float64, ndmin=2)
-            if rows.shape[1] != 12:
-                raise ValueError(f"{path}: expected 12 numbers (3x4 T_world_cam) a line, got {rows.shape[1]}")
-            T = np.tile(np.eye(4), (len(rows), 1, 1))
-            T[:, :3, :4] = rows.reshape(-1, 3, 4)
-            self._cache[folder] = T
+            from dna_depth_core.evaluation import read_drive_poses
+
+            try:
+                self._cache[folder] = read_drive_poses(self.data_path, folder)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"pose_gt: {exc}; set pose_gt: false for other data") from exc
         return self._cache[folder]
 
     def __getitem__(self, index):
