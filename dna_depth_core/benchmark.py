@@ -572,7 +572,7 @@ def to_markdown(report: dict[str, Any], title: str = "Benchmark") -> str:
 
 def write_report(report: dict[str, Any], json_path: str | None = None, markdown_path: str | None = None,
                  title: str = "Benchmark") -> None:
-    from dna_depth_core.checkpoint import _atomic_write
+    from dna_depth_core.io.atomic import atomic_write
 
     def writer(text: str):
         def write(tmp: str) -> None:
@@ -583,10 +583,10 @@ def write_report(report: dict[str, Any], json_path: str | None = None, markdown_
     from dna_depth_core.export import set_default_mode
 
     if json_path:
-        _atomic_write(json_path, writer(json.dumps(report, indent=1) + "\n"))
+        atomic_write(json_path, writer(json.dumps(report, indent=1) + "\n"))
         set_default_mode(json_path)
     if markdown_path:
-        _atomic_write(markdown_path, writer(to_markdown(report, title)))
+        atomic_write(markdown_path, writer(to_markdown(report, title)))
         set_default_mode(markdown_path)
 
 

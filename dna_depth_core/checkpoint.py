@@ -13,32 +13,15 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from dna_depth_core.io.atomic import atomic_write
 from dna_depth_core.models.depth_net import DepthConfig, DepthNet
 
 FORMAT = "dna-depth/1"
-
-
-def _atomic_write(path: str, write_fn) -> None:
-    """Write through ``write_fn(tmp_path)`` to a temporary file beside ``path``, then rename it into place."""
-    path = os.path.abspath(os.fspath(path))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=os.path.dirname(path))
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _plain_state(module: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
@@ -74,7 +57,7 @@ def save_checkpoint(net: DepthNet, path: str, pose_net: nn.Module | None = None,
         if decoder is not None and hasattr(decoder, "output_scale"):
             metadata["pose_output_scales"] = json.dumps({"output_scale": decoder.output_scale,
                                                          "rotation_scale": getattr(decoder, "rotation_scale", None)})
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def _check_safetensors_file(path: str) -> None:

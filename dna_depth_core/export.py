@@ -190,7 +190,7 @@ def export_onnx(source: Any, out_path: str | os.PathLike, height: int | None = N
     (+64 rows, +128 columns) at batch 2. ``batch``: the batch size of a static graph. A difference above ``atol`` raises RuntimeError (the file is kept so it
     can be inspected).
     """
-    from dna_depth_core.checkpoint import _atomic_write
+    from dna_depth_core.io.atomic import atomic_write
 
     t0 = time.perf_counter()
     net, provenance = _load_net(source)
@@ -205,7 +205,7 @@ def export_onnx(source: Any, out_path: str | os.PathLike, height: int | None = N
             f.write(data)
 
     out_path = os.fspath(out_path)
-    _atomic_write(out_path, write)
+    atomic_write(out_path, write)
     set_default_mode(out_path)
     outputs = OUTPUT_NAMES if all_scales else OUTPUT_NAMES[:1]
     report = ExportReport(path=os.path.abspath(out_path), model=cfg.name, height=height, width=width,
@@ -555,7 +555,7 @@ def quantize_onnx_int8(source: Any, out_path: str | os.PathLike, calibration: An
     from onnxruntime import quantization as oq
 
     from dna_depth_core.backends import OnnxBackend, session_options, usable_cpus
-    from dna_depth_core.checkpoint import _atomic_write
+    from dna_depth_core.io.atomic import atomic_write
 
     t0 = time.perf_counter()
     oq.CalibrationDataReader.register(ImageCalibrationReader)
@@ -653,7 +653,7 @@ def quantize_onnx_int8(source: Any, out_path: str | os.PathLike, calibration: An
         with open(tmp_path, "wb") as f:
             f.write(qdata)
 
-    _atomic_write(os.fspath(out_path), write)
+    atomic_write(os.fspath(out_path), write)
     set_default_mode(os.fspath(out_path))
     report.seconds = time.perf_counter() - t0
     return report

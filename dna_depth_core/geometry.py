@@ -24,7 +24,7 @@ import torch.nn.functional as F
 KITTI_NORMALIZED_K = (0.58, 1.92, 0.5, 0.5)
 
 
-def _check_shape(x, name: str, shape: tuple, desc: str) -> None:
+def check_shape(x, name: str, shape: tuple, desc: str) -> None:
     """Raise ValueError unless ``x`` is a tensor whose shape matches ``shape`` (``None`` = any size)."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape {desc}, got {type(x).__name__}")
@@ -128,7 +128,7 @@ def axis_angle_to_matrix(axisangle: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(B, 3, 3)``.
     """
-    _check_shape(axisangle, "axisangle", (None, 3), "(B, 3)")
+    check_shape(axisangle, "axisangle", (None, 3), "(B, 3)")
     theta2 = (axisangle * axisangle).sum(-1)
     small = theta2 < 1e-8
     safe_theta2 = torch.where(small, torch.ones_like(theta2), theta2)
@@ -148,7 +148,7 @@ def invert_pose(T: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(B, 4, 4)``.
     """
-    _check_shape(T, "T", (None, 4, 4), "(B, 4, 4)")
+    check_shape(T, "T", (None, 4, 4), "(B, 4, 4)")
     rot_t = T[:, :3, :3].transpose(1, 2)
     out = torch.zeros_like(T)
     out[:, :3, :3] = rot_t
@@ -169,8 +169,8 @@ def pose_vec_to_mat(axisangle: torch.Tensor, translation: torch.Tensor, invert: 
     Returns:
         ``(B, 4, 4)``.
     """
-    _check_shape(axisangle, "axisangle", (None, 3), "(B, 3)")
-    _check_shape(translation, "translation", (None, 3), "(B, 3)")
+    check_shape(axisangle, "axisangle", (None, 3), "(B, 3)")
+    check_shape(translation, "translation", (None, 3), "(B, 3)")
     _check_batch(translation, "translation", axisangle.shape[0])
     rot = axis_angle_to_matrix(axisangle)
     bottom = rot.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(rot.shape[0], 1, 4)
@@ -196,7 +196,7 @@ def _batched_K(K: torch.Tensor, name: str, batch: int) -> torch.Tensor:
     """Accept ``(B, 3, 3)`` or ``(3, 3)``; return ``(B, 3, 3)``."""
     if isinstance(K, torch.Tensor) and K.shape == (3, 3):
         return K.expand(batch, 3, 3)
-    _check_shape(K, name, (None, 3, 3), "(B, 3, 3) or (3, 3)")
+    check_shape(K, name, (None, 3, 3), "(B, 3, 3) or (3, 3)")
     _check_batch(K, name, batch)
     return K
 
@@ -210,7 +210,7 @@ def backproject(depth: torch.Tensor, K_inv: torch.Tensor) -> torch.Tensor:
     Returns:
         points ``(B, 3, H, W)``.
     """
-    _check_shape(depth, "depth", (None, 1, None, None), "(B, 1, H, W)")
+    check_shape(depth, "depth", (None, 1, None, None), "(B, 1, H, W)")
     b, _, h, w = depth.shape
     K_inv = _batched_K(K_inv, "K_inv", b)
     rays = K_inv @ _pixel_grid(h, w, depth)  # (B, 3, H*W)
@@ -228,7 +228,7 @@ def project(points: torch.Tensor, K: torch.Tensor, eps: float = 1e-7) -> torch.T
     Returns:
         pix ``(B, H, W, 2)``, last axis ``(u, v)``.
     """
-    _check_shape(points, "points", (None, 3, None, None), "(B, 3, H, W)")
+    check_shape(points, "points", (None, 3, None, None), "(B, 3, H, W)")
     b, _, h, w = points.shape
     K = _batched_K(K, "K", b)
     cam = K @ points.reshape(b, 3, -1)  # (B, 3, H*W)
@@ -247,7 +247,7 @@ def pixels_to_grid(pix: torch.Tensor, height: int, width: int) -> torch.Tensor:
     Returns:
         ``(B, H', W', 2)``.
     """
-    _check_shape(pix, "pix", (None, None, None, 2), "(B, H, W, 2)")
+    check_shape(pix, "pix", (None, None, None, 2), "(B, H, W, 2)")
     size = pix.new_tensor([width, height])
     return (pix + 0.5) / size * 2.0 - 1.0
 
@@ -261,8 +261,8 @@ def transform_points(T: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(B, 3, H, W)``.
     """
-    _check_shape(T, "T", (None, 4, 4), "(B, 4, 4)")
-    _check_shape(points, "points", (None, 3, None, None), "(B, 3, H, W)")
+    check_shape(T, "T", (None, 4, 4), "(B, 4, 4)")
+    check_shape(points, "points", (None, 3, None, None), "(B, 3, H, W)")
     _check_batch(T, "T", points.shape[0])
     b = points.shape[0]
     out = T[:, :3, :3] @ points.reshape(b, 3, -1) + T[:, :3, 3:]
@@ -288,12 +288,12 @@ def warp(source: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, T_source_ta
         source camera (``z > eps``) and projects inside the source image (``u`` in ``[-0.5, W-0.5]``,
         ``v`` in ``[-0.5, H-0.5]``).
     """
-    _check_shape(source, "source", (None, None, None, None), "(B, C, H, W)")
-    _check_shape(depth, "depth", (None, 1, None, None), "(B, 1, H, W)")
+    check_shape(source, "source", (None, None, None, None), "(B, C, H, W)")
+    check_shape(depth, "depth", (None, 1, None, None), "(B, 1, H, W)")
     if depth.shape[0] != source.shape[0] or depth.shape[-2:] != source.shape[-2:]:
         raise ValueError(f"depth must have shape (B, 1, H, W) matching source {tuple(source.shape)}, "
                          f"got {tuple(depth.shape)}")
-    _check_shape(T_source_target, "T_source_target", (None, 4, 4), "(B, 4, 4)")
+    check_shape(T_source_target, "T_source_target", (None, 4, 4), "(B, 4, 4)")
     b, _, h, w = source.shape
     _check_batch(T_source_target, "T_source_target", b)
     K = _batched_K(K, "K", b)
@@ -316,7 +316,7 @@ def depth_to_points(depth, K):
         numpy ``(H, W, 3)`` float32, or a tensor ``(B, 3, H, W)``; xyz, all three NaN at invalid pixels.
     """
     if isinstance(depth, torch.Tensor):
-        _check_shape(depth, "depth", (None, 1, None, None), "(B, 1, H, W)")
+        check_shape(depth, "depth", (None, 1, None, None), "(B, 1, H, W)")
         K = _batched_K(torch.as_tensor(K, dtype=depth.dtype, device=depth.device), "K", depth.shape[0])
         valid = torch.isfinite(depth) & (depth > 0)
         points = backproject(torch.where(valid, depth, torch.ones_like(depth)), torch.linalg.inv(K))

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dna_depth_core.geometry import _check_shape, disp_to_depth, warp
+from dna_depth_core.geometry import check_shape, disp_to_depth, warp
 
 SSIM_C1 = 0.01 ** 2
 SSIM_C2 = 0.03 ** 2
@@ -39,7 +39,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(B, C, H, W)``.
     """
-    _check_shape(x, "x", (None, None, None, None), "(B, C, H, W)")
+    check_shape(x, "x", (None, None, None, None), "(B, C, H, W)")
     _check_same(x, "x", y, "y")
     x = F.pad(x, (1, 1, 1, 1), mode="reflect")
     y = F.pad(y, (1, 1, 1, 1), mode="reflect")
@@ -72,7 +72,7 @@ def photometric_error(pred: torch.Tensor, target: torch.Tensor, ssim_weight: flo
     Returns:
         ``(B, 1, H, W)``.
     """
-    _check_shape(pred, "pred", (None, None, None, None), "(B, C, H, W)")
+    check_shape(pred, "pred", (None, None, None, None), "(B, C, H, W)")
     _check_same(pred, "pred", target, "target")
     l1 = (pred - target).abs().mean(1, keepdim=True)
     if ssim_weight == 0:
@@ -98,12 +98,12 @@ def min_reprojection(reprojection_errors: torch.Tensor, identity_errors: torch.T
         ``(loss (B, 1, H, W), automask (B, 1, H, W) bool)``; ``automask`` is true where a warped source won
         (all true without ``identity_errors``).
     """
-    _check_shape(reprojection_errors, "reprojection_errors", (None, None, None, None), "(B, S, H, W)")
+    check_shape(reprojection_errors, "reprojection_errors", (None, None, None, None), "(B, S, H, W)")
     if identity_errors is None:
         loss = reprojection_errors.min(dim=1, keepdim=True).values
         return loss, torch.ones_like(loss, dtype=torch.bool)
     b, _, h, w = reprojection_errors.shape
-    _check_shape(identity_errors, "identity_errors", (b, None, h, w), f"(B, S', H, W) = ({b}, S', {h}, {w})")
+    check_shape(identity_errors, "identity_errors", (b, None, h, w), f"(B, S', H, W) = ({b}, S', {h}, {w})")
     if noise > 0:
         identity_errors = identity_errors + noise * torch.randn(
             identity_errors.shape, generator=generator, dtype=identity_errors.dtype,
@@ -125,9 +125,9 @@ def smoothness_loss(disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     Returns:
         scalar tensor.
     """
-    _check_shape(disp, "disp", (None, 1, None, None), "(B, 1, H, W)")
+    check_shape(disp, "disp", (None, 1, None, None), "(B, 1, H, W)")
     b, _, h, w = disp.shape
-    _check_shape(image, "image", (b, None, h, w), f"(B, C, H, W) = ({b}, C, {h}, {w})")
+    check_shape(image, "image", (b, None, h, w), f"(B, C, H, W) = ({b}, C, {h}, {w})")
     d = disp / (disp.mean(dim=(2, 3), keepdim=True) + 1e-7)
     dx = (d[..., :, 1:] - d[..., :, :-1]).abs()
     dy = (d[..., 1:, :] - d[..., :-1, :]).abs()
@@ -176,7 +176,7 @@ class SelfSupervisedLoss(nn.Module):
             pixels where a warped source won), ``automask`` (scale-0 mask, ``(B, 1, H, W)`` bool),
             ``depth/0`` (``(B, 1, H, W)``) and ``warped/{frame_id}`` (scale-0 warped sources, ``(B, 3, H, W)``).
         """
-        _check_shape(target, "target", (None, 3, None, None), "(B, 3, H, W)")
+        check_shape(target, "target", (None, 3, None, None), "(B, 3, H, W)")
         b, _, h, w = target.shape
         if not sources:
             raise ValueError("sources must contain at least one source image")
@@ -188,7 +188,7 @@ class SelfSupervisedLoss(nn.Module):
         for fid in frame_ids:
             _check_same(target, "target", sources[fid], f"sources[{fid}]")
         for s, disp in enumerate(disps):
-            _check_shape(disp, f"disps[{s}]", (b, 1, None, None), f"(B, 1, H/2^{s}, W/2^{s}) with B={b}")
+            check_shape(disp, f"disps[{s}]", (b, 1, None, None), f"(B, 1, H/2^{s}, W/2^{s}) with B={b}")
 
         identity = None
         if self.automask:

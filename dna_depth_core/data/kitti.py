@@ -263,7 +263,7 @@ class KittiDataset(Dataset):
                 self._k_cache[key] = KITTI_NORMALISED_K.copy()
         return self._k_cache[key].copy()
 
-    def _load(self, entry: SplitEntry, fid: int) -> np.ndarray:
+    def load_frame(self, entry: SplitEntry, fid: int) -> np.ndarray:
         path = image_path(self.data_path, entry.folder, entry.frame_index + fid, entry.side)
         try:
             return load_image(path)
@@ -284,7 +284,7 @@ class KittiDataset(Dataset):
         original_size = None
         frames = []
         for fid in self.frame_ids:
-            img = self._load(entry, fid)
+            img = self.load_frame(entry, fid)
             h0, w0 = img.shape[:2]
             if fid == 0:
                 original_size = (w0, h0)

@@ -677,7 +677,7 @@ class BagDataset(KittiDataset):
         self._by_entry = {(e.folder, e.frame_index): s for e, s in zip(entries, samples)}
         self._bag_of_label = {lab: i for i, lab in enumerate(self.labels)}
 
-    def _load(self, entry: SplitEntry, fid: int) -> np.ndarray:
+    def load_frame(self, entry: SplitEntry, fid: int) -> np.ndarray:
         s = self._by_entry[(entry.folder, entry.frame_index)]
         return self.bags[s.bag].images[s.frames[fid]]
 

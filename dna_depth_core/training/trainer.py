@@ -54,7 +54,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from dna_depth_core.checkpoint import _atomic_write, read_checkpoint, save_checkpoint
+from dna_depth_core.checkpoint import read_checkpoint, save_checkpoint
+from dna_depth_core.io.atomic import atomic_write
 from dna_depth_core.geometry import invert_pose, pose_vec_to_mat
 from dna_depth_core.losses import SelfSupervisedLoss
 from dna_depth_core.models.depth_net import DepthNet
@@ -512,7 +513,7 @@ def _write_json(path: str, data: Any) -> None:
     def write(tmp):
         with open(tmp, "w") as f:
             json.dump(data, f, indent=1, sort_keys=True)
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _write_text(path: str, text: str) -> None:
@@ -645,7 +646,7 @@ def _truncate_csv(path: str, max_step: int) -> None:
     if not rows:
         return
     keep = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= max_step]
-    _atomic_write(path, lambda tmp: _write_rows(tmp, keep))
+    atomic_write(path, lambda tmp: _write_rows(tmp, keep))
 
 
 def _write_rows(path: str, rows) -> None:
@@ -773,7 +774,7 @@ class Trainer:
             save_checkpoint(self.depth_net, os.path.join(tmp, "model.safetensors"), pose_net=self.pose_net,
                             provenance=provenance, training_config=cfg.to_dict())
             tensors, rest = _split_optimizer_state(self.optimizer)
-            _atomic_write(os.path.join(tmp, "optimizer.safetensors"),
+            atomic_write(os.path.join(tmp, "optimizer.safetensors"),
                           lambda p: save_file(tensors, p, metadata={"format": STATE_FORMAT}))
             state = {
                 "format": STATE_FORMAT,
@@ -791,7 +792,7 @@ class Trainer:
                 os.replace(final, old)
             os.replace(tmp, final)
             _fsync_dir(root)
-            _atomic_write(os.path.join(root, LATEST), lambda p: _write_text(p, name + "\n"))
+            atomic_write(os.path.join(root, LATEST), lambda p: _write_text(p, name + "\n"))
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
             self._prune(root, keep=name)
