@@ -59,7 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import dna_depth_core  # noqa: E402
-from dna_depth_core.inference import resize_intrinsics  # noqa: E402
+from dna_depth_core.camera import resize_K  # noqa: E402
 from dna_depth_ros import conversions as conv  # noqa: E402
 from dna_depth_ros.depth_node import DepthNode  # noqa: E402
 
@@ -74,7 +74,7 @@ def load_frames(width: int, height: int) -> tuple[list[np.ndarray], np.ndarray, 
     if paths:
         frames = [cv2.resize(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), (width, height),
                              interpolation=cv2.INTER_AREA) for p in paths]
-        return frames, resize_intrinsics(K_KITTI, (1242, 375), (width, height)), "KITTI drive 0023 (real)"
+        return frames, resize_K(K_KITTI, (1242, 375), (width, height)), "KITTI drive 0023 (real)"
     from dna_depth_core.data.synthetic import SyntheticScene, make_trajectory, synthetic_intrinsics
 
     poses, _ = make_trajectory(7, seed=1)

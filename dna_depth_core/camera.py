@@ -291,6 +291,7 @@ def camera_info_intrinsics(msg: Any, source: str = "auto", image_size: Sequence[
         raise CameraInfoError([Problem(f"camera_info.{which}", f"camera_info has no valid intrinsics: {which} has "
                                                                f"{', '.join(bad) or 'no positive focal lengths'}")])
 
+    problems += [q for q in intrinsics_problems(K, prefix="camera_info") if q.key == "camera_info.layout"]
     width, height = int(_field(msg, "width")), int(_field(msg, "height"))
     if width < 0 or height < 0:
         problems.append(Problem("camera_info.size", f"camera_info: width/height {width}x{height} are negative"))
@@ -336,7 +337,7 @@ def camera_info_intrinsics(msg: Any, source: str = "auto", image_size: Sequence[
     K[2] = (0.0, 0.0, 1.0)
     size = (width, height) if width > 0 and height > 0 else (
         tuple(int(v) for v in image_size) if image_size is not None else None)
-    problems += intrinsics_problems(K, size, prefix="camera_info")
+    problems += [q for q in intrinsics_problems(K, size, prefix="camera_info") if q.key != "camera_info.layout"]
     if problems:
         raise CameraInfoError(problems)
     return CameraIntrinsics(K=K, size=(width, height), source=which)

@@ -25,7 +25,7 @@ int8 for the CPU (:func:`quantize_onnx_int8`, ``dna-depth export-onnx --int8 --c
 quantisation in QDQ format of a static fp32 export: weights int8 symmetric per output channel, activations uint8
 asymmetric per tensor (U8S8, what onnxruntime's x86 kernels run fastest; no range reduction, the target CPU has
 AVX512-VNNI), MinMax ranges from calibration images that are prepared exactly as ``DepthEstimator`` prepares
-camera images (:func:`dna_depth_core.inference.image_to_input`). By default the last convolution and the sigmoid
+camera images (:func:`dna_depth_core.preprocess.prepare`). By default the last convolution and the sigmoid
 of each output stay float, so the disparity is not rounded to 8 bits. Same input and outputs as the fp32 graph; the
 metadata is the fp32 model's plus ``dna_depth.precision`` (``int8``; absent means fp32),
 ``dna_depth.calibration_images`` (how many) and ``dna_depth.quantization`` (JSON: scheme, calibration files, float
@@ -394,7 +394,7 @@ class ImageCalibrationReader:
     """An onnxruntime ``CalibrationDataReader`` (registered as one) over calibration images.
 
     Each image is read (RGB), resized to ``height`` x ``width`` and scaled to [0, 1] by
-    :func:`dna_depth_core.inference.image_to_input`, i.e. exactly what :class:`DepthEstimator` feeds the graph
+    :func:`dna_depth_core.preprocess.prepare`, i.e. exactly what :class:`DepthEstimator` feeds the graph
     (the input normalisation is inside the graph). ``batch`` > 1 (a static-batch graph) groups the images,
     repeating the first ones to fill the last batch. All images are loaded up front, so an unreadable file fails
     here, before any calibration run.
@@ -402,7 +402,7 @@ class ImageCalibrationReader:
 
     def __init__(self, images: Sequence[Any], height: int, width: int, input_name: str = INPUT_NAME,
                  batch: int = 1):
-        from dna_depth_core.inference import image_to_input
+        from dna_depth_core.preprocess import prepare
 
         images = list(images)
         if not images:
@@ -410,7 +410,7 @@ class ImageCalibrationReader:
         self.input_name = input_name
         self.height, self.width = int(height), int(width)
         self.names = [f"<array {i}>" if isinstance(im, np.ndarray) else os.fspath(im) for i, im in enumerate(images)]
-        xs = [image_to_input(_calibration_rgb(im), self.height, self.width) for im in images]
+        xs = [prepare(_calibration_rgb(im), (self.width, self.height))[0] for im in images]
         batch = max(1, int(batch))
         while len(xs) % batch:
             xs.append(xs[len(xs) % len(images)])
@@ -611,7 +611,7 @@ def quantize_onnx_int8(source: Any, out_path: str | os.PathLike, calibration: An
         "weights": "int8 symmetric " + ("per output channel" if per_channel else "per tensor"),
         "activations": "uint8 asymmetric per tensor", "calibration": "MinMax", "calibration_images": n_images,
         "calibration_files": [os.path.basename(n) for n in reader.names], "input_size": f"{height}x{width}",
-        "preprocess": "dna_depth_core.inference.image_to_input (resize, /255; normalisation in the graph)",
+        "preprocess": "dna_depth_core.preprocess.prepare (resize, /255; normalisation in the graph)",
         "float_nodes": float_nodes, "onnxruntime": ort.__version__,
     }
     kept = [(p.key, p.value) for p in qmodel.metadata_props if not p.key.startswith(META_PREFIX)]

@@ -7,7 +7,8 @@ Conventions (docs/conventions.md):
   (``0 .. W-1``), ``v`` along the height (``0 .. H-1``). The image covers ``u`` in ``[-0.5, W-0.5]``.
 - Sampling: ``torch.nn.functional.grid_sample`` with ``align_corners=False``, for which pixel ``u`` sits at the
   normalised coordinate ``x = (u + 0.5) / W * 2 - 1`` (and likewise ``v`` / ``H``); see :func:`pixels_to_grid`.
-- Intrinsics ``K``: ``(B, 3, 3)`` (or ``(3, 3)`` where stated) in pixels at the resolution used with them.
+- Intrinsics ``K``: ``(B, 3, 3)`` (or ``(3, 3)`` where stated) in pixels at the resolution used with them; how
+  they are made and follow resizes is :mod:`dna_depth_core.camera`.
 - Poses: ``T_a_b`` ``(B, 4, 4)`` maps points in frame ``b`` to frame ``a``: ``p_a = T_a_b @ p_b``. The warp of a
   source frame ``s`` onto the target ``t`` uses ``T_s_t``.
 - Axis-angle: ``(B, 3)`` radians (direction = axis, norm = angle). Translations ``(B, 3)`` metres.
@@ -19,9 +20,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-# Normalised KITTI intrinsics (fx / W, fy / H, cx / W, cy / H), used for every frame.
-KITTI_NORMALIZED_K = (0.58, 1.92, 0.5, 0.5)
 
 
 def check_shape(x, name: str, shape: tuple, desc: str) -> None:
@@ -73,38 +71,6 @@ def depth_to_disp(depth, min_depth: float = 0.1, max_depth: float = 100.0):
     _check_depth_range(min_depth, max_depth)
     min_disp, max_disp = 1.0 / max_depth, 1.0 / min_depth
     return (1.0 / depth - min_disp) / (max_disp - min_disp)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Intrinsics
-# ----------------------------------------------------------------------------------------------------------------
-def intrinsics_from_normalized(fx: float, fy: float, cx: float, cy: float, width: int, height: int,
-                               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Pixel intrinsics ``(3, 3)`` from normalised ones (fx/W, fy/H, cx/W, cy/H) at a ``width`` x ``height`` image.
-
-    Example: ``intrinsics_from_normalized(*KITTI_NORMALIZED_K, 640, 192)``.
-    """
-    if width <= 0 or height <= 0:
-        raise ValueError(f"width and height must be positive, got width={width}, height={height}")
-    return torch.tensor([[fx * width, 0.0, cx * width],
-                         [0.0, fy * height, cy * height],
-                         [0.0, 0.0, 1.0]], dtype=dtype)
-
-
-def scale_intrinsics(K: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
-    """Intrinsics for an image resized by ``sx`` along the width and ``sy`` along the height.
-
-    Row 0 (fx, skew, cx) is multiplied by ``sx``, row 1 (fy, cy) by ``sy``.
-
-    Args:
-        K: ``(B, 3, 3)`` or ``(3, 3)``.
-    Returns:
-        a new tensor, the shape of ``K``.
-    """
-    if not (isinstance(K, torch.Tensor) and K.dim() in (2, 3) and K.shape[-2:] == (3, 3)):
-        raise ValueError(f"K must be a tensor of shape (B, 3, 3) or (3, 3), got {getattr(K, 'shape', type(K))}")
-    scale = K.new_tensor([sx, sy, 1.0]).unsqueeze(-1)  # (3, 1): scales rows
-    return K * scale
 
 
 # ----------------------------------------------------------------------------------------------------------------

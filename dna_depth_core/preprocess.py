@@ -13,11 +13,12 @@ The rule (docs/model.md, "Input"):
 3. Interpolation, per axis: ``cv2.INTER_AREA`` along an axis that shrinks (an average over the source pixels
    each output pixel covers: no aliasing), ``cv2.INTER_LINEAR`` along an axis that grows. When one axis shrinks
    and the other grows, the two are resized one after the other (width first). Same-size images are not touched.
-4. Values: float32 in ``[0, 1]`` (``uint8 * (1 / 255)``), channels first. Any further normalisation (ImageNet
+4. Values: float32 in ``[0, 1]`` (``uint8 / 255``, correctly rounded), channels first. Any further normalisation (ImageNet
    mean/std for ResNet encoders) is inside the network and its ONNX graph.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import cv2
@@ -26,7 +27,7 @@ import numpy as np
 from dna_depth_core.camera import centre_crop_box, network_K
 
 RESIZE_MODES = ("stretch", "crop")
-_INV_255 = np.float32(1.0 / 255.0)
+_255 = np.float32(255.0)
 
 
 def as_rgb(image: Any, name: str = "image") -> np.ndarray:
@@ -41,6 +42,19 @@ def as_rgb(image: Any, name: str = "image") -> np.ndarray:
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
     return image
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """An image file as ``(H, W, 3)`` uint8 RGB (OpenCV reads BGR: converted here, at the edge).
+
+    Raises:
+        FileNotFoundError: the file is missing or OpenCV cannot read it (the message names the file).
+    """
+    path = Path(path)
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
+    if img is None:
+        raise FileNotFoundError(f"image missing or unreadable: {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def _interpolation(src: int, dst: int) -> int:
@@ -63,8 +77,8 @@ def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 
 def to_chw(image: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 in ``[0, 1]`` (a new contiguous array)."""
-    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) * _INV_255
+    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 ``value / 255`` in ``[0, 1]`` (a new contiguous array)."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / _255
 
 
 def crop_box(image_size: Sequence[int], net_size: Sequence[int], mode: str = "stretch") -> tuple[int, int, int, int]:
@@ -102,4 +116,4 @@ def prepare(image: Any, net_size: Sequence[int], mode: str = "stretch", K: Any =
     return to_chw(small)[None], K_net, box
 
 
-__all__ = ["RESIZE_MODES", "as_rgb", "crop_box", "fit_image", "prepare", "resize_image", "to_chw"]
+__all__ = ["RESIZE_MODES", "as_rgb", "crop_box", "fit_image", "load_image", "prepare", "resize_image", "to_chw"]

@@ -66,9 +66,14 @@ def reduction_for(width: int, height: int, max_pixels: int | None) -> int:
     or already small enough)."""
     if not max_pixels or width * height <= max_pixels:
         return 1
+    def fits(f: int) -> bool:
+        return (width // f) * (height // f) <= max_pixels
+
     f = max(2, int(math.ceil(math.sqrt(width * height / max_pixels))))
-    while (width // f) * (height // f) > max_pixels:
+    while not fits(f):
         f += 1
+    while f > 2 and fits(f - 1):  # integer division can let a slightly smaller factor fit
+        f -= 1
     return f
 
 

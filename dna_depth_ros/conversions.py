@@ -1,17 +1,16 @@
-"""sensor_msgs <-> numpy, written for this package (cv_bridge is not needed).
+"""sensor_msgs <-> numpy for the node, written for this package (cv_bridge is not needed).
 
-- :func:`image_to_rgb`: ``sensor_msgs/Image`` (rgb8, bgr8, rgba8, bgra8, mono8 and their 16-bit variants) ->
-  ``(H, W, 3)`` uint8 RGB. Row padding (``step > width * bytes_per_pixel``) and both byte orders are handled;
-  an unknown encoding, an empty image, a step that is too small or truncated data raise
-  :class:`ConversionError` naming the problem. Other encodings (bayer, yuv) go through cv_bridge when it is
-  importable.
-- :func:`compressed_to_rgb`: ``sensor_msgs/CompressedImage`` (jpeg or png) -> ``(H, W, 3)`` uint8 RGB.
-- :func:`depth_to_image` / :func:`image_to_depth`: depth in metres <-> ``32FC1`` (metres, NaN invalid, REP 118)
-  or ``16UC1`` (millimetres, 0 invalid, REP 117).
-- :func:`camera_info_intrinsics` / :func:`make_camera_info`: ``sensor_msgs/CameraInfo`` <-> ``K`` (3, 3).
+Decoding camera and depth images is :mod:`dna_depth_core.ros_images` (the one decoder, shared with the bag
+reader) and reading CameraInfo is :func:`dna_depth_core.camera.camera_info_intrinsics` (the one camera model);
+this module adds what needs the rclpy message classes:
+
+- :func:`image_to_rgb`: Image or CompressedImage -> ``(H, W, 3)`` uint8 RGB through the core decoder; encodings
+  it does not know go through cv_bridge when that is importable.
+- :func:`rgb_to_image`, :func:`depth_to_image`: numpy -> ``sensor_msgs/Image`` (depth: ``32FC1`` metres, NaN
+  invalid; or ``16UC1`` millimetres, 0 invalid).
+- :func:`make_camera_info`: ``K`` (3, 3) -> ``sensor_msgs/CameraInfo`` of an undistorted image.
 - :func:`points_to_cloud` / :func:`cloud_to_arrays`: organised ``(H, W, 3)`` points (+ RGB) <->
   ``sensor_msgs/PointCloud2`` (fields x, y, z float32 and optionally rgb packed as in PCL).
-- :func:`colorize_depth`: depth -> ``(H, W, 3)`` uint8 RGB for viewing.
 
 Pixel and camera conventions are the project's (docs/conventions.md): optical frame, ``(u, v)`` with the origin at
 the centre of the top-left pixel.
@@ -27,52 +26,21 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from dna_depth_core.inference import resize_intrinsics
+from dna_depth_core.ros_images import DEPTH_ENCODINGS, ConversionError, decode
 
 __all__ = [
     "ConversionError",
-    "INPUT_ENCODINGS",
     "DEPTH_ENCODINGS",
     "copy_header",
     "image_to_rgb",
-    "compressed_to_rgb",
     "rgb_to_image",
     "depth_to_image",
-    "image_to_depth",
-    "camera_info_intrinsics",
     "make_camera_info",
     "points_to_cloud",
     "cloud_to_arrays",
-    "colorize_depth",
 ]
 
 NATIVE_BIG_ENDIAN = sys.byteorder == "big"
-
-
-class ConversionError(ValueError):
-    """A message that cannot be converted. The text names the problem (encoding, size, step, data length...)."""
-
-
-# encoding -> (channels, bytes per channel, indices of R, G, B among the channels)
-_COLOR_ENCODINGS: dict[str, tuple[int, int, tuple[int, int, int]]] = {
-    "rgb8": (3, 1, (0, 1, 2)),
-    "bgr8": (3, 1, (2, 1, 0)),
-    "rgba8": (4, 1, (0, 1, 2)),
-    "bgra8": (4, 1, (2, 1, 0)),
-    "mono8": (1, 1, (0, 0, 0)),
-    "rgb16": (3, 2, (0, 1, 2)),
-    "bgr16": (3, 2, (2, 1, 0)),
-    "rgba16": (4, 2, (0, 1, 2)),
-    "bgra16": (4, 2, (2, 1, 0)),
-    "mono16": (1, 2, (0, 0, 0)),
-}
-#: Image encodings :func:`image_to_rgb` converts without cv_bridge.
-INPUT_ENCODINGS = tuple(_COLOR_ENCODINGS)
-#: Encodings of the published depth image.
-DEPTH_ENCODINGS = ("32FC1", "16UC1")
-
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -90,27 +58,6 @@ def _byte_array(x: np.ndarray) -> array.array:
     out = array.array("B")
     out.frombytes(memoryview(np.ascontiguousarray(x).reshape(-1).view(np.uint8)))
     return out
-
-
-def _rows(msg: Image, bytes_per_pixel: int) -> np.ndarray:
-    """The pixel bytes of ``msg`` as an ``(H, W * bytes_per_pixel)`` uint8 view, row padding removed.
-
-    Raises ConversionError for an empty image, a step smaller than a row, or data shorter than ``step * height``.
-    Data longer than ``step * height`` is accepted (the extra bytes are ignored).
-    """
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h <= 0 or w <= 0:
-        raise ConversionError(f"empty image: {w}x{h} (encoding '{msg.encoding}')")
-    row_bytes = w * bytes_per_pixel
-    if step < row_bytes:
-        raise ConversionError(f"wrong step: {step} bytes per row, but a {w}-pixel '{msg.encoding}' row needs "
-                              f"{row_bytes} (width {w} x {bytes_per_pixel} bytes per pixel)")
-    need = step * h
-    n = len(msg.data)
-    if n < need:
-        raise ConversionError(f"truncated data: {n} bytes, but step {step} x height {h} needs {need}")
-    data = np.frombuffer(msg.data, dtype=np.uint8, count=need)
-    return data.reshape(h, step)[:, :row_bytes]
 
 
 _cv_bridge = None
@@ -139,66 +86,23 @@ def _cv_bridge_to_rgb(msg: Image) -> np.ndarray | None:
 # ----------------------------------------------------------------------------------------------------------------
 # Camera images
 # ----------------------------------------------------------------------------------------------------------------
-def image_to_rgb(msg: Image) -> np.ndarray:
-    """``sensor_msgs/Image`` -> ``(H, W, 3)`` uint8 RGB (a new, contiguous array).
-
-    Accepts the encodings in :data:`INPUT_ENCODINGS` (16-bit ones keep their high byte, in the message's byte
-    order); mono is replicated to three channels and alpha is dropped. Other encodings are converted by
-    cv_bridge when it is importable.
+def image_to_rgb(msg: Image | CompressedImage, max_pixels: int | None = None) -> np.ndarray:
+    """``sensor_msgs/Image`` or ``CompressedImage`` -> ``(H, W, 3)`` uint8 RGB (a new, contiguous array) through
+    :func:`dna_depth_core.ros_images.decode` (``max_pixels``: see there). Image encodings the core decoder does not
+    know are converted by cv_bridge when it is importable.
 
     Raises:
-        ConversionError: unknown encoding, empty image, wrong step or truncated data.
+        ConversionError: unknown encoding, empty image, wrong step, truncated or corrupt data.
     """
-    enc = str(msg.encoding)
-    spec = _COLOR_ENCODINGS.get(enc.lower())
-    if spec is None:
+    try:
+        return decode(msg, max_pixels)
+    except ConversionError as exc:
+        if isinstance(msg, CompressedImage) or not str(exc).startswith("unsupported image encoding"):
+            raise
         rgb = _cv_bridge_to_rgb(msg)
         if rgb is None:
-            raise ConversionError(f"unsupported image encoding '{enc}'; supported: {', '.join(INPUT_ENCODINGS)}")
+            raise
         return rgb
-    channels, bpc, order = spec
-    rows = _rows(msg, channels * bpc)
-    h, w = int(msg.height), int(msg.width)
-    if bpc == 1:
-        px = rows.reshape(h, w, channels)
-    else:
-        px = rows.view(">u2" if msg.is_bigendian else "<u2").reshape(h, w, channels)
-        px = (px >> 8).astype(np.uint8)
-    return np.ascontiguousarray(px[..., list(order)])
-
-
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """``sensor_msgs/CompressedImage`` (jpeg or png, as image_transport's compressed plugin sends) -> RGB uint8.
-
-    The container is recognised by its magic bytes, so ``format`` strings such as ``"rgb8; jpeg compressed bgr8"``
-    or ``"png"`` all work.
-
-    Raises:
-        ConversionError: empty data, a compressedDepth stream, data that is neither JPEG nor PNG, a JPEG without its
-            end-of-image marker (truncated), or data the decoder rejects.
-    """
-    fmt = str(msg.format)
-    if "compresseddepth" in fmt.lower().replace(" ", ""):
-        raise ConversionError(f"CompressedImage format '{fmt}' is a depth stream, not a camera image")
-    data = msg.data
-    if len(data) == 0:
-        raise ConversionError(f"empty CompressedImage data (format '{fmt}')")
-    buf = np.frombuffer(data, dtype=np.uint8)
-    head = buf[:8].tobytes()
-    if head.startswith(_JPEG_MAGIC):
-        # A JPEG ends with the EOI marker FF D9 (some encoders pad with zeros after it). libjpeg would decode a
-        # truncated stream into a grey-filled image, so check the marker.
-        tail = np.trim_zeros(buf[-64:], "b").tobytes()
-        if not tail.endswith(b"\xff\xd9"):
-            raise ConversionError(f"truncated JPEG: {len(data)} bytes and no end-of-image marker (format '{fmt}')")
-    elif not head.startswith(_PNG_MAGIC):
-        raise ConversionError(f"CompressedImage format '{fmt}': data is neither JPEG nor PNG "
-                              f"(starts with {head[:4].hex()})")
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        raise ConversionError(f"could not decode CompressedImage ({len(data)} bytes, format '{fmt}'): "
-                              f"corrupt or truncated")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def rgb_to_image(rgb: np.ndarray, header: Header, encoding: str = "rgb8") -> Image:
@@ -251,81 +155,9 @@ def depth_to_image(depth: np.ndarray, header: Header, encoding: str = "32FC1") -
                  is_bigendian=int(NATIVE_BIG_ENDIAN), step=w * px.itemsize, data=_byte_array(px))
 
 
-def image_to_depth(msg: Image) -> np.ndarray:
-    """``32FC1`` (metres) or ``16UC1`` (millimetres) ``sensor_msgs/Image`` -> ``(H, W)`` float32 metres, NaN invalid."""
-    enc = str(msg.encoding)
-    order = ">" if msg.is_bigendian else "<"
-    if enc.upper() == "32FC1":
-        rows = _rows(msg, 4)
-        depth = rows.view(order + "f4").reshape(msg.height, msg.width).astype(np.float32)
-        with np.errstate(invalid="ignore"):
-            depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
-        return depth
-    if enc.upper() == "16UC1":
-        rows = _rows(msg, 2)
-        mm = rows.view(order + "u2").reshape(msg.height, msg.width)
-        depth = mm.astype(np.float32) / 1000.0
-        depth[mm == 0] = np.nan
-        return depth
-    raise ConversionError(f"unsupported depth encoding '{enc}'; supported: {', '.join(DEPTH_ENCODINGS)}")
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Camera info
 # ----------------------------------------------------------------------------------------------------------------
-def camera_info_intrinsics(msg: CameraInfo, source: str = "auto") -> tuple[np.ndarray, int, int]:
-    """Pinhole intrinsics of the (rectified) image that a CameraInfo describes.
-
-    Args:
-        source: ``"P"`` (the projection matrix: the intrinsics of rectified images), ``"K"`` (the raw camera
-            matrix), or ``"auto"``: P when it holds positive focal lengths, K otherwise.
-    Returns:
-        ``(K, width, height)``: ``K`` (3, 3) float64 for an image of ``width`` x ``height`` (0 when the message does
-        not say). A region of interest and binning are applied (``cx -= x_offset``; binning ``b`` maps pixel
-        ``j`` to the centre of original pixels ``b*j .. b*j+b-1``).
-
-    Raises:
-        ConversionError: no positive focal lengths in the chosen matrix, or an unknown ``source``.
-    """
-    if source not in ("auto", "K", "P"):
-        raise ConversionError(f"intrinsics source '{source}' unknown; use 'auto', 'K' or 'P'")
-    k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    p = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
-    use_p = source == "P" or (source == "auto" and p[0, 0] > 0 and p[1, 1] > 0)
-    K = (p[:, :3] if use_p else k).copy()
-    if not (K[0, 0] > 0 and K[1, 1] > 0 and np.isfinite(K).all()):
-        raise ConversionError(f"camera_info has no valid intrinsics: {'P' if use_p else 'K'} has "
-                              f"fx={K[0, 0]:g}, fy={K[1, 1]:g} (need > 0)")
-    K[2] = (0.0, 0.0, 1.0)
-    width, height = int(msg.width), int(msg.height)
-    roi = msg.roi
-    full_frame = (roi.x_offset, roi.y_offset, roi.width, roi.height) == (0, 0, width, height)
-    if roi.width > 0 and roi.height > 0 and not full_frame:
-        K[0, 2] -= roi.x_offset
-        K[1, 2] -= roi.y_offset
-        width, height = int(roi.width), int(roi.height)
-    bx, by = max(1, int(msg.binning_x)), max(1, int(msg.binning_y))
-    if bx > 1 or by > 1:
-        K[0, 0] /= bx
-        K[0, 1] /= bx
-        K[0, 2] = (K[0, 2] - (bx - 1) / 2.0) / bx
-        K[1, 1] /= by
-        K[1, 2] = (K[1, 2] - (by - 1) / 2.0) / by
-        width, height = width // bx, height // by
-    return K, width, height
-
-
-def intrinsics_for_image(K: np.ndarray, info_width: int, info_height: int, width: int, height: int) -> np.ndarray:
-    """Intrinsics for a ``width`` x ``height`` image, given ``K`` for ``info_width`` x ``info_height`` (0 = same).
-
-    A camera_info whose resolution differs from the image's (a resized stream, or a resolution change at
-    runtime) is taken to describe the same field of view, resized.
-    """
-    if info_width <= 0 or info_height <= 0 or (info_width, info_height) == (width, height):
-        return np.asarray(K, dtype=np.float64)
-    return resize_intrinsics(K, (info_width, info_height), (width, height))
-
-
 def make_camera_info(K: np.ndarray, width: int, height: int, header: Header) -> CameraInfo:
     """CameraInfo for an undistorted (rectified) image: ``K``, ``D = 0`` (plumb_bob), ``R = I``, ``P = [K | 0]``."""
     K = np.asarray(K, dtype=np.float64)
@@ -404,25 +236,3 @@ def cloud_to_arrays(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray | None]:
         packed = field("rgb", "u4")
         rgb = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=-1).astype(np.uint8)
     return xyz, rgb
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Viewing
-# ----------------------------------------------------------------------------------------------------------------
-def colorize_depth(depth: np.ndarray, max_depth: float = 0.0) -> np.ndarray:
-    """Depth ``(H, W)`` -> ``(H, W, 3)`` uint8 RGB (turbo colour map on inverse depth: near is red, far is blue);
-    invalid pixels are black. The far end is ``max_depth`` metres, or (``max_depth`` <= 0) each frame's 1st
-    percentile of inverse depth; the near end is its 99th percentile."""
-    depth = np.asarray(depth, dtype=np.float32)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        valid = np.isfinite(depth) & (depth > 0)
-        inv = np.where(valid, 1.0 / depth, 0.0)
-    if not valid.any():
-        return np.zeros(depth.shape + (3,), np.uint8)
-    lo = 1.0 / max_depth if max_depth > 0 else float(np.percentile(inv[valid], 1))
-    hi = float(np.percentile(inv[valid], 99))
-    norm = np.clip((inv - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
-    bgr = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    rgb[~valid] = 0
-    return rgb

@@ -24,7 +24,6 @@ import threading
 import time
 from typing import Any
 
-import cv2
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -34,7 +33,11 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from dna_depth_core import geometry
-from dna_depth_core.inference import OUTPUT_MODES, RESIZE_MODES, SCALE_MODES, DepthEstimator, center_crop_box
+from dna_depth_core.camera import INTRINSICS_SOURCES, CameraInfoError, CameraIntrinsics, camera_info_intrinsics
+from dna_depth_core.inference import OUTPUT_MODES, RESIZE_MODES, SCALE_MODES, DepthEstimator
+from dna_depth_core.preprocess import fit_image
+from dna_depth_core.ros_images import ConversionError
+from dna_depth_core.visualize import colorize_depth
 from dna_depth_ros import conversions as conv
 
 NODE_NAME = "dna_depth"
@@ -92,7 +95,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("image_transport", "raw", "raw: subscribe to 'image' (sensor_msgs/Image); compressed: subscribe to "
               "'image/compressed' (sensor_msgs/CompressedImage, jpeg or png).", choices=("raw", "compressed")),
     ParamSpec("intrinsics_source", "auto", "Which CameraInfo matrix gives the intrinsics of the (rectified) input: "
-              "P, K, or auto (P when it is set, else K).", choices=("auto", "K", "P")),
+              "P, K, or auto (P when it is set, else K).", choices=INTRINSICS_SOURCES),
     ParamSpec("intrinsics.fx", 0.0, "Fallback focal length x in pixels, used when no camera_info has arrived "
               "(0 = no fallback)."),
     ParamSpec("intrinsics.fy", 0.0, "Fallback focal length y in pixels."),
@@ -131,7 +134,6 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("log_throttle_sec", 5.0, "Minimum interval between two log messages about the same problem.",
               float_range=(0.0, 3600.0)),
 )
-PARAMETER_DEFAULTS = {p.name: p.default for p in PARAMETERS}
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -305,11 +307,12 @@ class DepthNode(Node):
         # Intrinsics
         self._info_lock = threading.Lock()
         self._infos: collections.OrderedDict = collections.OrderedDict()  # stamp -> (K, w, h)
-        self._fallback_K = None
+        self._fallback: CameraIntrinsics | None = None
         if p["intrinsics.fx"] > 0 and p["intrinsics.fy"] > 0:
-            self._fallback_K = np.array([[p["intrinsics.fx"], 0.0, p["intrinsics.cx"]],
-                                         [0.0, p["intrinsics.fy"], p["intrinsics.cy"]],
-                                         [0.0, 0.0, 1.0]])
+            self._fallback = CameraIntrinsics(
+                K=np.array([[p["intrinsics.fx"], 0.0, p["intrinsics.cx"]], [0.0, p["intrinsics.fy"], p["intrinsics.cy"]],
+                            [0.0, 0.0, 1.0]]),
+                size=(p["intrinsics.width"], p["intrinsics.height"]), source="parameters")
         self._rays_cache: tuple | None = None
 
         # Publishers (only the enabled ones exist)
@@ -383,13 +386,14 @@ class DepthNode(Node):
 
     def _on_info(self, msg: CameraInfo) -> None:
         try:
-            K, w, h = conv.camera_info_intrinsics(msg, self.params["intrinsics_source"])
-        except conv.ConversionError as exc:
-            self._tlog.log("warning", "camera_info", f"ignoring camera_info: {exc}")
+            intrinsics = camera_info_intrinsics(msg, self.params["intrinsics_source"])
+        except CameraInfoError as exc:
+            for problem in exc.problems:  # each kind of problem is throttled on its own
+                self._tlog.log("warning", problem.key, f"ignoring camera_info: {problem.message}")
             return
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         with self._info_lock:
-            self._infos[key] = (K, w, h)
+            self._infos[key] = intrinsics
             self._infos.move_to_end(key)
             while len(self._infos) > 32:
                 self._infos.popitem(last=False)
@@ -409,7 +413,7 @@ class DepthNode(Node):
                 self._process(msg, t_recv)
                 with self._stats_lock:
                     self.stats.processed += 1
-            except (conv.ConversionError, ValueError) as exc:
+            except (ConversionError, ValueError) as exc:
                 reason = _reason(exc)
                 with self._stats_lock:
                     self.stats.rejected += 1
@@ -430,16 +434,14 @@ class DepthNode(Node):
             if entry is None and self._infos:
                 entry = next(reversed(self._infos.values()))
         if entry is not None:
-            K, iw, ih = entry
+            iw, ih = entry.size
             if iw and ih and (iw, ih) != (width, height):
                 self._tlog.log("warning", "info_size", f"camera_info is for {iw}x{ih} but the image is "
                                f"{width}x{height}: scaling the intrinsics to the image")
-            return conv.intrinsics_for_image(K, iw, ih, width, height)
-        if self._fallback_K is not None:
+            return entry.at((width, height))
+        if self._fallback is not None:
             self._tlog.once("warning", "fallback", "no camera_info received: using the intrinsics.* parameters")
-            p = self.params
-            return conv.intrinsics_for_image(self._fallback_K, p["intrinsics.width"], p["intrinsics.height"],
-                                             width, height)
+            return self._fallback.at((width, height))
         self._tlog.once("warning", "no_intrinsics", "no camera_info received and no intrinsics.* parameters: "
                         "publishing depth only (no 'points', no 'depth/camera_info') until camera_info arrives")
         return None
@@ -455,10 +457,7 @@ class DepthNode(Node):
         p = self.params
         t0 = time.perf_counter()
         header = msg.header
-        if isinstance(msg, CompressedImage):
-            rgb = conv.compressed_to_rgb(msg)
-        else:
-            rgb = conv.image_to_rgb(msg)
+        rgb = conv.image_to_rgb(msg)
         H, W = rgb.shape[:2]
         K = self._intrinsics(header, W, H)
         t1 = time.perf_counter()
@@ -484,7 +483,7 @@ class DepthNode(Node):
         if pub_points:
             msgs.append((self.pub_points, self._cloud(depth, res.K, rgb, header)))
         if pub_colored:
-            colored = conv.colorize_depth(depth, p["colored.max_depth"])
+            colored = colorize_depth(depth, p["colored.max_depth"])
             msgs.append((self.pub_colored, conv.rgb_to_image(colored, header, "rgb8")))
         t3 = time.perf_counter()
         for pub, out in msgs:
@@ -512,11 +511,8 @@ class DepthNode(Node):
         colors = None
         if p["points.xyzrgb"]:
             h, w = depth.shape
-            if rgb.shape[:2] != (h, w):  # output at the network's resolution: crop/resize the colours alike
-                H, W = rgb.shape[:2]
-                nh, nw = self.estimator.input_size
-                x0, y0, cw, ch = center_crop_box(W, H, nw / nh) if self.estimator.resize == "crop" else (0, 0, W, H)
-                rgb = cv2.resize(rgb[y0:y0 + ch, x0:x0 + cw], (w, h), interpolation=cv2.INTER_AREA)
+            if rgb.shape[:2] != (h, w):  # output at the network's resolution: the colours the network saw
+                rgb, _ = fit_image(rgb, (w, h), self.estimator.resize)
             colors = rgb[::d, ::d]
         return conv.points_to_cloud(points, header, colors)
 

@@ -73,6 +73,8 @@ def replay(weights, frames, K_of, domain_id: int, timeout: float, camera_height:
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
+    from dna_depth_core.ros_images import decode_depth
+    from dna_depth_core.visualize import colorize_depth
     from dna_depth_ros import conversions as conv
     from dna_depth_ros.depth_node import DepthNode
     from std_msgs.msg import Header
@@ -98,7 +100,7 @@ def replay(weights, frames, K_of, domain_id: int, timeout: float, camera_height:
 
     def on_depth(msg):
         with lock:
-            got[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = conv.image_to_depth(msg)
+            got[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = decode_depth(msg)
 
     def on_points(msg):
         with lock:
@@ -239,13 +241,14 @@ def main(argv=None) -> int:
                     r[kind] = {k: float(np.mean([e[k] for e in es])) for k in ("abs_rel", "sq_rel", "rmse", "a1")}
 
     # depth PNGs (trained network) and the node's last point cloud as PLY
+    from dna_depth_core.visualize import colorize_depth
     from dna_depth_ros import conversions as conv
 
     depth_dir = out / "depth"
     depth_dir.mkdir(exist_ok=True)
     for (stamp, rgb), d in zip(frames, results["trained"]["depths"]):
         if d is not None:
-            cv2.imwrite(str(depth_dir / f"{stamp}.png"), cv2.cvtColor(conv.colorize_depth(d), cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(depth_dir / f"{stamp}.png"), cv2.cvtColor(colorize_depth(d), cv2.COLOR_RGB2BGR))
     cloud = results["trained"]["cloud"]
     ply = None
     if cloud is not None:

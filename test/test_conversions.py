@@ -1,4 +1,5 @@
-"""dna_depth_ros.conversions: sensor_msgs <-> numpy, checked against values built independently in the tests.
+"""dna_depth_ros.conversions (and the core decoder / CameraInfo reader on rclpy messages): sensor_msgs <-> numpy,
+checked against values built independently in the tests.
 
 No ROS graph is started here (messages are plain Python objects), so no DDS traffic.
 """
@@ -17,6 +18,8 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from dna_depth_core import camera, ros_images  # noqa: E402
+from dna_depth_core.visualize import colorize_depth  # noqa: E402
 from dna_depth_ros import conversions as conv  # noqa: E402
 
 
@@ -126,9 +129,9 @@ def test_cv_bridge_is_used_for_other_encodings_when_importable(rgb, monkeypatch)
     monkeypatch.setitem(sys.modules, "cv_bridge", types.SimpleNamespace(CvBridge=FakeBridge))
     monkeypatch.setattr(conv, "_cv_bridge", None)
     msg = _msg(rgb[..., :1], "mono8")
-    msg.encoding = "bayer_rggb8"
+    msg.encoding = "nv12"  # an encoding the core decoder does not know
     np.testing.assert_array_equal(conv.image_to_rgb(msg), rgb)
-    assert calls == [("bayer_rggb8", "rgb8")]
+    assert calls == [("nv12", "rgb8")]
     msg.encoding = "broken"
     with pytest.raises(conv.ConversionError, match=r"unsupported image encoding 'broken' \(cv_bridge: cannot"):
         conv.image_to_rgb(msg)
@@ -156,7 +159,7 @@ def _compressed(rgb, ext, fmt):
 
 
 def test_png_is_decoded_exactly(rgb):
-    np.testing.assert_array_equal(conv.compressed_to_rgb(_compressed(rgb, ".png", "png")), rgb)
+    np.testing.assert_array_equal(conv.image_to_rgb(_compressed(rgb, ".png", "png")), rgb)
 
 
 def test_jpeg_is_decoded_in_rgb_order():
@@ -164,7 +167,7 @@ def test_jpeg_is_decoded_in_rgb_order():
     img = np.zeros((32, 32, 3), np.uint8)
     img[:, :16] = (220, 30, 30)
     img[:, 16:] = (30, 30, 220)
-    out = conv.compressed_to_rgb(_compressed(img, ".jpg", "rgb8; jpeg compressed bgr8"))
+    out = conv.image_to_rgb(_compressed(img, ".jpg", "rgb8; jpeg compressed bgr8"))
     assert out.shape == img.shape
     # Away from the colour edge (chroma is subsampled there).
     assert np.abs(out[:, :8].astype(int) - img[:, :8]).max() < 12
@@ -174,17 +177,17 @@ def test_jpeg_is_decoded_in_rgb_order():
 def test_bad_compressed_images_are_named(rgb):
     jpg = _compressed(rgb, ".jpg", "jpeg")
     with pytest.raises(conv.ConversionError, match="empty CompressedImage data"):
-        conv.compressed_to_rgb(CompressedImage(format="jpeg", data=array.array("B")))
+        conv.image_to_rgb(CompressedImage(format="jpeg", data=array.array("B")))
     truncated = CompressedImage(format="jpeg", data=jpg.data[: len(jpg.data) // 2])
     with pytest.raises(conv.ConversionError, match="truncated JPEG"):
-        conv.compressed_to_rgb(truncated)
+        conv.image_to_rgb(truncated)
     with pytest.raises(conv.ConversionError, match="neither JPEG nor PNG"):
-        conv.compressed_to_rgb(CompressedImage(format="jpeg", data=array.array("B", b"not an image at all")))
+        conv.image_to_rgb(CompressedImage(format="jpeg", data=array.array("B", b"not an image at all")))
     png = _compressed(rgb, ".png", "png")
     with pytest.raises(conv.ConversionError, match="could not decode"):
-        conv.compressed_to_rgb(CompressedImage(format="png", data=png.data[:40]))
+        conv.image_to_rgb(CompressedImage(format="png", data=png.data[:40]))
     with pytest.raises(conv.ConversionError, match="depth stream"):
-        conv.compressed_to_rgb(CompressedImage(format="16UC1; compressedDepth png", data=png.data))
+        conv.image_to_rgb(CompressedImage(format="16UC1; compressedDepth png", data=png.data))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -197,7 +200,7 @@ def test_depth_32fc1_is_metres_with_nan_invalid(header):
     assert msg.is_bigendian == (sys.byteorder == "big")
     raw = np.frombuffer(bytes(msg.data), dtype=np.float32).reshape(2, 3)
     np.testing.assert_array_equal(raw, [[1.5, np.nan, np.nan], [np.nan, np.nan, 70.25]])
-    np.testing.assert_array_equal(conv.image_to_depth(msg), raw)
+    np.testing.assert_array_equal(ros_images.decode_depth(msg), raw)
 
 
 def test_depth_16uc1_is_millimetres_with_zero_invalid(header):
@@ -206,7 +209,7 @@ def test_depth_16uc1_is_millimetres_with_zero_invalid(header):
     assert (msg.encoding, msg.step) == ("16UC1", 6)
     raw = np.frombuffer(bytes(msg.data), dtype=np.uint16).reshape(2, 3)
     np.testing.assert_array_equal(raw, [[1234, 1235, 0], [0, 65535, 0]])
-    back = conv.image_to_depth(msg)
+    back = ros_images.decode_depth(msg)
     np.testing.assert_allclose(back[0, :2], [1.234, 1.235])
     assert np.isnan(back[0, 2]) and np.isnan(back[1, 0]) and np.isnan(back[1, 2])
 
@@ -215,14 +218,14 @@ def test_big_endian_depth_is_read():
     values = np.array([[2.5, 7.0]], np.float32)
     msg = Image(height=1, width=2, encoding="32FC1", is_bigendian=1, step=8,
                 data=array.array("B", values.astype(">f4").tobytes()))
-    np.testing.assert_array_equal(conv.image_to_depth(msg), values)
+    np.testing.assert_array_equal(ros_images.decode_depth(msg), values)
 
 
 def test_bad_depth_encoding_is_named(header):
     with pytest.raises(ValueError, match="encoding"):
         conv.depth_to_image(np.ones((2, 2)), header, "8UC1")
     with pytest.raises(conv.ConversionError, match="unsupported depth encoding 'rgb8'"):
-        conv.image_to_depth(Image(height=1, width=1, encoding="rgb8", step=3, data=array.array("B", b"abc")))
+        ros_images.decode_depth(Image(height=1, width=1, encoding="rgb8", step=3, data=array.array("B", b"abc")))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -243,15 +246,15 @@ P_RECT = np.array([[480.0, 0.0, 318.0, 12.0], [0.0, 480.0, 236.0, 0.0], [0.0, 0.
 
 def test_intrinsics_source():
     msg = _info(K_RAW, P_RECT)
-    K, w, h = conv.camera_info_intrinsics(msg, "auto")
-    np.testing.assert_array_equal(K, P_RECT[:, :3])
-    assert (w, h) == (640, 480)
-    np.testing.assert_array_equal(conv.camera_info_intrinsics(msg, "K")[0], K_RAW)
-    np.testing.assert_array_equal(conv.camera_info_intrinsics(_info(K_RAW), "auto")[0], K_RAW)  # P unset
-    with pytest.raises(conv.ConversionError, match="no valid intrinsics"):
-        conv.camera_info_intrinsics(_info(), "auto")
-    with pytest.raises(conv.ConversionError, match="no valid intrinsics"):
-        conv.camera_info_intrinsics(_info(K_RAW), "P")
+    got = camera.camera_info_intrinsics(msg, "auto")
+    np.testing.assert_array_equal(got.K, P_RECT[:, :3])
+    assert got.size == (640, 480) and got.source == "P"
+    np.testing.assert_array_equal(camera.camera_info_intrinsics(msg, "K").K, K_RAW)
+    np.testing.assert_array_equal(camera.camera_info_intrinsics(_info(K_RAW), "auto").K, K_RAW)  # P unset
+    with pytest.raises(camera.CameraInfoError, match="no valid intrinsics"):
+        camera.camera_info_intrinsics(_info(), "auto")
+    with pytest.raises(camera.CameraInfoError, match="no valid intrinsics"):
+        camera.camera_info_intrinsics(_info(K_RAW), "P")
 
 
 def test_roi_and_binning_follow_the_pixels():
@@ -260,23 +263,26 @@ def test_roi_and_binning_follow_the_pixels():
     msg = _info(K_RAW, w=640, h=480)
     msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height = 100, 60, 320, 240
     msg.binning_x = msg.binning_y = 2
-    K, w, h = conv.camera_info_intrinsics(msg)
-    assert (w, h) == (160, 120)
+    got = camera.camera_info_intrinsics(msg)
+    assert got.size == (160, 120)
     X = np.array([0.3, -0.2, 2.0])
     u, v = (K_RAW @ X)[:2] / X[2]
-    j, i = (K @ X)[:2] / X[2]
+    j, i = (got.K @ X)[:2] / X[2]
     np.testing.assert_allclose([100 + 2 * j + 0.5, 60 + 2 * i + 0.5], [u, v], atol=1e-9)
 
 
 def test_intrinsics_for_a_resized_image_follow_opencv_resize():
     # OpenCV maps destination pixel u' to source u = (u' + 0.5) / s - 0.5: check the scaled K projects a point to
     # the destination pixel that samples the source pixel the original K projects it to.
-    K = conv.intrinsics_for_image(K_RAW, 640, 480, 320, 120)
+    intr = camera.camera_info_intrinsics(_info(K_RAW, w=640, h=480))
+    K = intr.at((320, 120))
     X = np.array([0.7, 0.4, 3.0])
     u, v = (K_RAW @ X)[:2] / X[2]
     u2, v2 = (K @ X)[:2] / X[2]
     np.testing.assert_allclose([(u2 + 0.5) / 0.5 - 0.5, (v2 + 0.5) / 0.25 - 0.5], [u, v], atol=1e-9)
-    np.testing.assert_array_equal(conv.intrinsics_for_image(K_RAW, 0, 0, 320, 120), K_RAW)
+    np.testing.assert_array_equal(intr.at((640, 480)), K_RAW)
+    unsized = camera.CameraIntrinsics(K=K_RAW, size=(0, 0), source="K")
+    np.testing.assert_array_equal(unsized.at((320, 120)), K_RAW)
 
 
 def test_make_camera_info(header):
@@ -288,8 +294,7 @@ def test_make_camera_info(header):
     np.testing.assert_array_equal(np.asarray(msg.p).reshape(3, 4)[:, 3], 0)
     np.testing.assert_array_equal(np.asarray(msg.r).reshape(3, 3), np.eye(3))
     assert list(msg.d) == [0.0] * 5
-    K, w, h = conv.camera_info_intrinsics(msg)
-    np.testing.assert_array_equal(K, K_RAW)
+    np.testing.assert_array_equal(camera.camera_info_intrinsics(msg).K, K_RAW)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -337,9 +342,9 @@ def test_cloud_shape_errors(header):
 
 def test_colorize_depth():
     depth = np.array([[1.0, 2.0, 50.0, np.nan]], np.float32)
-    out = conv.colorize_depth(depth)
+    out = colorize_depth(depth)
     assert out.shape == (1, 4, 3) and out.dtype == np.uint8
     assert (out[0, 3] == 0).all()                        # invalid: black
     assert out[0, 0, 0] > out[0, 0, 2]                   # near: red end of turbo
     assert out[0, 2, 2] > out[0, 2, 0]                   # far: blue end
-    assert (conv.colorize_depth(np.full((2, 2), np.nan)) == 0).all()
+    assert (colorize_depth(np.full((2, 2), np.nan)) == 0).all()

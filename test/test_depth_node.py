@@ -32,7 +32,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # 
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from dna_depth_core.inference import resize_intrinsics  # noqa: E402
+from dna_depth_core.camera import resize_K  # noqa: E402
+from dna_depth_core.ros_images import decode_depth  # noqa: E402
 from dna_depth_ros import conversions as conv  # noqa: E402
 from dna_depth_ros.depth_node import DepthNode  # noqa: E402
 from conftest import lite0_checkpoint  # noqa: E402
@@ -207,7 +208,7 @@ def _check_outputs(graph, ns, stamp, K, size, max_range=0.0, encoding="32FC1", d
         assert (m.header.stamp.sec, m.header.stamp.nanosec) == (stamp.sec, stamp.nanosec)
     assert (depth_msg.encoding, depth_msg.width, depth_msg.height) == (encoding, w, h)
     assert depth_msg.step == w * (4 if encoding == "32FC1" else 2)
-    depth = conv.image_to_depth(depth_msg)
+    depth = decode_depth(depth_msg)
     assert np.isfinite(depth).mean() > 0.99
     assert (info_msg.width, info_msg.height) == (w, h)
     Kp = np.asarray(info_msg.k).reshape(3, 3)
@@ -316,7 +317,7 @@ def test_bad_messages_and_resolution_change_keep_the_node_serving(graph, checkpo
         header = _header(serial)
         stamp = _send(graph, pub_img, pub_info, kitti, serial, msg=conv.rgb_to_image(rgb, header, "rgba8"))
         graph.wait_for(lambda: graph.messages(f"{ns}/points", stamp), what=f"output at {size}")
-        K = resize_intrinsics(kitti["K"], kitti["size"], size) if size != kitti["size"] else kitti["K"]
+        K = resize_K(kitti["K"], kitti["size"], size) if size != kitti["size"] else kitti["K"]
         _check_outputs(graph, ns, stamp, K, size, max_range=8.0)
         serial += 1
 
@@ -351,7 +352,7 @@ def test_compressed_input_network_resolution_decimated_xyzrgb_16bit(graph, check
     graph.send_until(lambda: _send(graph, pub_img, pub_info, kitti, 40, msg=msg),
                      lambda: all(graph.messages(f"{ns}/{t}", stamp) for t in ("depth", "depth/camera_info", "points")),
                      what="outputs of a compressed frame")
-    K_net = resize_intrinsics(kitti["K"], kitti["size"], (NET_W, NET_H))
+    K_net = resize_K(kitti["K"], kitti["size"], (NET_W, NET_H))
     depth, _ = _check_outputs(graph, ns, stamp, K_net, (NET_W, NET_H), encoding="16UC1", decimation=2)
     (cloud,) = graph.messages(f"{ns}/points", stamp)
     _, colours = conv.cloud_to_arrays(cloud)

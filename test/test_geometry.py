@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from dna_depth_core import geometry as g
+from dna_depth_core.camera import KITTI_K_NORMALISED, pixel_K
 from dna_depth_core.losses import photometric_error
 
 
@@ -50,7 +51,7 @@ def test_warp_identity_pose_returns_source_and_all_valid():
     torch.manual_seed(0)
     src = torch.rand(2, 3, 6, 8)
     depth = torch.rand(2, 1, 6, 8) + 1.0
-    K = g.intrinsics_from_normalized(*g.KITTI_NORMALIZED_K, 8, 6).expand(2, 3, 3)
+    K = torch.from_numpy(pixel_K(KITTI_K_NORMALISED, (8, 6))).float().expand(2, 3, 3)
     warped, valid = g.warp(src, depth, K, torch.eye(4).expand(2, 4, 4))
     assert torch.allclose(warped, src, atol=1e-5)
     assert valid.dtype == torch.bool and valid.shape == (2, 1, 6, 8) and valid.all()
@@ -99,7 +100,7 @@ def test_transform_points_known_values():
     assert torch.allclose(g.transform_points(T, p).flatten(), torch.tensor([1.0, 3, 3]))
 
 
-# ------------------------------------------------------------------ disparity <-> depth, intrinsics
+# ------------------------------------------------------------------ disparity <-> depth
 def test_disp_to_depth_endpoints_and_inverse():
     scaled, depth = g.disp_to_depth(torch.tensor([0.0, 1.0]))
     assert torch.allclose(depth, torch.tensor([100.0, 0.1]))
@@ -109,15 +110,6 @@ def test_disp_to_depth_endpoints_and_inverse():
     assert g.depth_to_disp(torch.tensor(100.0)).abs() < 1e-6
     with pytest.raises(ValueError):
         g.disp_to_depth(s, min_depth=10.0, max_depth=1.0)
-
-
-def test_intrinsics_and_scaling():
-    K = g.intrinsics_from_normalized(*g.KITTI_NORMALIZED_K, 640, 192)
-    assert torch.allclose(K, torch.tensor([[371.2, 0, 320], [0, 368.64, 96], [0, 0, 1]]))
-    K2 = g.scale_intrinsics(K, 0.5, 0.25)
-    assert torch.allclose(K2, torch.tensor([[185.6, 0, 160], [0, 92.16, 24], [0, 0, 1]]))
-    assert torch.allclose(g.scale_intrinsics(K[None].expand(3, 3, 3), 0.5, 0.25), K2.expand(3, 3, 3))
-    assert K[0, 0] == pytest.approx(371.2)  # input untouched
 
 
 # ------------------------------------------------------------------ poses
@@ -201,7 +193,6 @@ def test_depth_to_points_torch():
     (lambda: g.axis_angle_to_matrix(torch.zeros(2, 4)), "axisangle"),
     (lambda: g.pose_vec_to_mat(torch.zeros(2, 3), torch.zeros(3)), "translation"),
     (lambda: g.invert_pose(torch.eye(4)), "T"),
-    (lambda: g.scale_intrinsics(torch.eye(4), 1, 1), "K"),
     (lambda: g.warp(torch.ones(1, 3, 4, 4), torch.ones(1, 1, 4, 4), torch.eye(3), torch.eye(4)), "T_source_target"),
     (lambda: g.warp(torch.ones(1, 3, 4, 4), torch.ones(1, 1, 5, 4), torch.eye(3), torch.eye(4)[None]), "depth"),
     (lambda: g.depth_to_points(np.ones((2, 3, 4)), np.eye(3)), "depth"),

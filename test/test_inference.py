@@ -1,5 +1,5 @@
-"""dna_depth_core.inference: DepthEstimator plumbing, intrinsics that follow crops and resizes, and the metric
-scale from the camera height on synthetic drives (exact depth from the ray caster, scaled by a hidden factor)."""
+"""dna_depth_core.inference: DepthEstimator plumbing and the metric scale from the camera height on synthetic drives
+(exact depth from the ray caster, scaled by a hidden factor). Intrinsics under resizes and crops: test_camera.py."""
 import math
 import warnings
 
@@ -10,6 +10,8 @@ import torch
 
 import dna_depth_core
 from dna_depth_core import inference as inf
+from dna_depth_core.backends import FACTORIES, resolve_device
+from dna_depth_core.camera import centre_crop_box, crop_K, resize_K
 from dna_depth_core.data.synthetic import SyntheticScene, make_trajectory, synthetic_intrinsics
 from conftest import lite0_checkpoint
 
@@ -45,42 +47,6 @@ def _sigmoid_to_depth(s, lo=0.1, hi=100.0):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Intrinsics
-# ----------------------------------------------------------------------------------------------------------------
-def test_resize_intrinsics_match_opencv_resampling():
-    # A horizontal ramp I(u) = u resized by OpenCV holds, at each destination pixel, the source coordinate it
-    # sampled. A point that K puts on source pixel u must land, with the resized K, where that value equals u.
-    src_w, src_h, dst_w, dst_h = 1242, 375, 224, 64
-    ramp_u = np.tile(np.arange(src_w, dtype=np.float32), (src_h, 1))
-    ramp_v = np.tile(np.arange(src_h, dtype=np.float32)[:, None], (1, src_w))
-    su = cv2.resize(ramp_u, (dst_w, dst_h), interpolation=cv2.INTER_LINEAR)
-    sv = cv2.resize(ramp_v, (dst_w, dst_h), interpolation=cv2.INTER_LINEAR)
-    K2 = inf.resize_intrinsics(K_KITTI, (src_w, src_h), (dst_w, dst_h))
-    for X in ([-3.0, 1.0, 9.0], [2.0, -0.5, 20.0], [0.1, 0.6, 4.0]):
-        X = np.asarray(X)
-        u, v = (K_KITTI @ X)[:2] / X[2]
-        u2, v2 = (K2 @ X)[:2] / X[2]
-        # Interpolate OpenCV's sampled coordinate at (u2, v2) (linear inside the ramp).
-        j0, i0 = int(np.floor(u2)), int(np.floor(v2))
-        fu, fv = u2 - j0, v2 - i0
-        sampled_u = su[i0, j0] * (1 - fu) + su[i0, j0 + 1] * fu
-        sampled_v = sv[i0, j0] * (1 - fv) + sv[i0 + 1, j0] * fv
-        assert sampled_u == pytest.approx(u, abs=1e-2)
-        assert sampled_v == pytest.approx(v, abs=1e-2)
-
-
-def test_crop_box_and_intrinsics():
-    assert inf.center_crop_box(1600, 375, 224 / 64) == (144, 0, 1312, 375)  # too wide: crop the width
-    assert inf.center_crop_box(1242, 375, 224 / 64) == (0, 10, 1242, 355)  # too tall: crop the height
-    assert inf.center_crop_box(224, 64, 224 / 64) == (0, 0, 224, 64)
-    x0, y0, w, h = inf.center_crop_box(640, 480, 224 / 64)
-    assert (x0, w) == (0, 640) and h == round(640 / 3.5) and y0 == (480 - h) // 2
-    Kc = inf.crop_intrinsics(K_KITTI, 10, 20)
-    X = np.array([1.0, 0.5, 7.0])
-    np.testing.assert_allclose((Kc @ X)[:2] / X[2], (K_KITTI @ X)[:2] / X[2] - [10, 20])
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # DepthEstimator plumbing
 # ----------------------------------------------------------------------------------------------------------------
 def test_network_output_matches_the_bare_model_call(checkpoint, image):
@@ -92,7 +58,7 @@ def test_network_output_matches_the_bare_model_call(checkpoint, image):
     res = est.predict(image, K_KITTI)
     assert res.depth.shape == (NET_H, NET_W) and res.depth.dtype == np.float32
     np.testing.assert_allclose(res.depth, _sigmoid_to_depth(s.astype(np.float64)), rtol=1e-4)
-    np.testing.assert_allclose(res.K, inf.resize_intrinsics(K_KITTI, (1242, 375), (NET_W, NET_H)))
+    np.testing.assert_allclose(res.K, resize_K(K_KITTI, (1242, 375), (NET_W, NET_H)))
     assert res.scale == 1.0 and not res.metric and res.units == "relative" and res.scale_mode == "none"
     assert set(res.timings) == {"preprocess", "inference", "postprocess"}
 
@@ -120,13 +86,13 @@ def test_crop_mode_keeps_intrinsics_consistent(net):
     img = np.random.default_rng(2).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     K = np.array([[500.0, 0.0, 319.5], [0.0, 500.0, 239.5], [0.0, 0.0, 1.0]])
     full = inf.DepthEstimator(net, resize="crop").predict(img, K)
-    x0, y0, w, h = inf.center_crop_box(640, 480, NET_W / NET_H)
+    x0, y0, w, h = centre_crop_box(640, 480, NET_W / NET_H)
     assert full.depth.shape == (480, 640)
     assert np.isnan(full.depth[:y0]).all() and np.isnan(full.depth[y0 + h:]).all()
     assert np.isfinite(full.depth[y0:y0 + h]).all()
     np.testing.assert_array_equal(full.K, K)
     small = inf.DepthEstimator(net, resize="crop", output="network").predict(img, K)
-    expected = inf.resize_intrinsics(inf.crop_intrinsics(K, x0, y0), (w, h), (NET_W, NET_H))
+    expected = resize_K(crop_K(K, x0, y0), (w, h), (NET_W, NET_H))
     np.testing.assert_allclose(small.K, expected)
     # The network-resolution depth, upsampled into the crop, is the input-resolution depth.
     up = 1.0 / cv2.resize(1.0 / small.depth, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -147,10 +113,10 @@ def test_input_size_override(net, image):
 
 
 def test_device_selection(net):
-    assert inf.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert inf.resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="not a device name|not supported"):
-        inf.resolve_device("tpu")
+        resolve_device("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             inf.DepthEstimator(net, device="cuda")
@@ -264,13 +230,13 @@ def test_camera_height_through_the_estimator_follows_resize_and_intrinsics():
 
         def __call__(self, x):
             assert x.shape == (1, 3, 96, 320) and x.dtype == np.float32
-            K_net = inf.resize_intrinsics(K_big, (big_w, big_h), (320, 96))
+            K_net = resize_K(K_big, (big_w, big_h), (320, 96))
             _, depth = scene.render(state["pose"], K_net, 320, 96, ss=1)
             rel = np.where(depth > 0, depth / TRUE_SCALE, 100.0)
             s = (1.0 / rel - 0.01) / (10.0 - 0.01)
             return s[None, None].astype(np.float32)
 
-    inf.register_backend("oracle", Oracle)
+    FACTORIES["oracle"] = Oracle
     try:
         est = inf.DepthEstimator(None, backend="oracle", scale_mode="camera_height", camera_height=height,
                                  scale_factor=1.0)
@@ -292,7 +258,7 @@ def test_camera_height_through_the_estimator_follows_resize_and_intrinsics():
         out = est2.predict(rgb)
         assert out.scale == 2.0 and not out.metric
     finally:
-        inf.BACKENDS.pop("oracle", None)
+        FACTORIES.pop("oracle", None)
 
 
 def test_plane_fit_rejects_scenes_without_ground():

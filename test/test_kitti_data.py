@@ -13,7 +13,6 @@ from torch.utils.data import DataLoader
 from dna_depth_core.data.augment import (
     ColorJitter,
     adjust_hue,
-    flip_intrinsics,
     hsv_to_rgb,
     rgb_to_hsv,
     sample_color_jitter,
@@ -26,6 +25,7 @@ from dna_depth_core.data.kitti import (
     read_calib_file,
     read_split_file,
 )
+from dna_depth_core.camera import flip_K
 from dna_depth_core.data.synthetic import render_drive
 
 from conftest import require_shared
@@ -89,7 +89,9 @@ def test_item_shapes_and_intrinsics(drive):
         assert torch.equal(item["color_aug"][fid], img)
     for s in range(4):
         w, h = W / 2**s, H / 2**s
-        expected = torch.tensor([[0.58 * w, 0, 0.5 * w], [0, 1.92 * h, 0.5 * h], [0, 0, 1]], dtype=torch.float32)
+        # KITTI's default camera: principal point at the image centre, (w - 1) / 2 in pixel-centre coordinates
+        expected = torch.tensor([[0.58 * w, 0, 0.5 * w - 0.5], [0, 1.92 * h, 0.5 * h - 0.5], [0, 0, 1]],
+                                dtype=torch.float32)
         assert torch.allclose(item["K"][s], expected, atol=1e-4), s
         assert torch.allclose(item["inv_K"][s] @ item["K"][s], torch.eye(3), atol=1e-5)
     assert item["frame_index"] == 2 and item["side"] == "l" and item["folder"] == drive.folder
@@ -152,10 +154,12 @@ def test_flip_flips_all_frames_and_principal_point(drive):
         assert torch.equal(item["color_aug"][fid], item["color"][fid])
     for s in range(4):
         w = W // 2**s
-        assert item["K"][s][0, 2].item() == pytest.approx(w - 1 - 0.5 * w)
+        assert item["K"][s][0, 2].item() == pytest.approx(w - 1 - ref["K"][s][0, 2].item())
         assert item["K"][s][0, 0].item() == pytest.approx(ref["K"][s][0, 0].item())
     K = np.array([[100.0, 0, 30], [0, 100, 20], [0, 0, 1]])
-    assert flip_intrinsics(K, 64)[0, 2] == 33 and K[0, 2] == 30  # a copy
+    assert flip_K(K, 64)[0, 2] == 33 and K[0, 2] == 30  # a copy
+    Kt = torch.tensor(K)[None].expand(2, 3, 3)
+    assert torch.equal(flip_K(Kt, 64)[:, 0, 2], torch.tensor([33.0, 33.0], dtype=torch.float64))
 
 
 def test_seeded_augmentation_is_reproducible(drive):
@@ -209,7 +213,8 @@ def test_real_kitti_sample_uses_calibration():
     fx_n = left["K"][0][0, 0].item() / 640
     assert fx_n == pytest.approx(721.5377 / 1242, rel=1e-6)
     assert left["K"][0][1, 1].item() / 192 == pytest.approx(721.5377 / 375, rel=1e-6)
-    assert left["K"][0][0, 2].item() / 640 == pytest.approx((609.5593 - 1) / 1242, rel=1e-6)
+    # 1-based calibration -> 0-based pixels, then resized with the half-pixel rule: cx' = (cx + 0.5) s - 0.5
+    assert left["K"][0][0, 2].item() == pytest.approx((609.5593 - 1 + 0.5) * 640 / 1242 - 0.5, rel=1e-6)
     assert right["K"][0][0, 0].item() / 640 == pytest.approx(721.5377 / 1242, rel=1e-6)
     assert left["K"][2][0, 0].item() == pytest.approx(721.5377 / 1242 * 160, rel=1e-6)
     no_calib = KittiDataset(root, [f"{folder} 1 l"], 192, 640, use_calib=False)[0]

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from dna_depth_core import geometry as g
 from dna_depth_core import losses as L
+from dna_depth_core.camera import KITTI_K_NORMALISED, pixel_K
 
 C1, C2 = 0.01 ** 2, 0.03 ** 2
 
@@ -148,7 +149,7 @@ def test_loss_smoothness_weighting_per_scale():
     target = torch.rand(1, 3, 16, 16)
     disps = [torch.rand(1, 1, 16 >> s, 16 >> s) for s in range(4)]
     identity_pose = {1: torch.eye(4)[None]}
-    K = g.intrinsics_from_normalized(*g.KITTI_NORMALIZED_K, 16, 16)
+    K = torch.from_numpy(pixel_K(KITTI_K_NORMALISED, (16, 16))).float()
     base = L.SelfSupervisedLoss(smoothness_weight=0.0, automask=False)(target, {1: target}, disps, identity_pose, K)
     out = L.SelfSupervisedLoss(smoothness_weight=0.1, automask=False)(target, {1: target}, disps, identity_pose, K)
     expected = base["loss"] + sum(0.1 / 2 ** s * out[f"smoothness/{s}"] for s in range(4)) / 4

@@ -5,7 +5,9 @@ not import torch):
 
 - :mod:`dna_depth_core.data.synthetic`: ``SyntheticScene``, ``render_drive``, ``DriveInfo``, ``make_trajectory``.
 - :mod:`dna_depth_core.data.kitti`: calibration/split readers, ``KittiDataset``, ``fetch_splits``.
-- :mod:`dna_depth_core.data.augment`: ``ColorJitter``, ``sample_color_jitter``, ``flip_intrinsics``.
+- :mod:`dna_depth_core.data.augment`: ``ColorJitter``, ``sample_color_jitter``.
+
+Images and intrinsics go through :mod:`dna_depth_core.preprocess` and :mod:`dna_depth_core.camera`.
 """
 from __future__ import annotations
 
@@ -23,13 +25,10 @@ _EXPORTS = {
     "parse_split_line": "kitti",
     "SplitEntry": "kitti",
     "image_path": "kitti",
-    "load_image": "kitti",
     "normalised_intrinsics": "kitti",
-    "scale_intrinsics": "kitti",
     "fetch_splits": "kitti",
     "ColorJitter": "augment",
     "sample_color_jitter": "augment",
-    "flip_intrinsics": "augment",
 }
 
 __all__ = sorted(_EXPORTS)

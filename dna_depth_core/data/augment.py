@@ -3,8 +3,7 @@
 - Colour jitter as in the Monodepth2 protocol: brightness, contrast and saturation factors drawn uniformly in
   [1 - 0.2, 1 + 0.2], a hue shift drawn in [-0.1, 0.1] (fraction of the hue circle), applied in a random order.
   One :class:`ColorJitter` is drawn per sample and applied identically to all of its frames.
-- Horizontal flip of intrinsics: a pixel u of a W-wide image goes to ``W - 1 - u`` (project convention: pixel
-  centres at integer coordinates), so the principal point goes to ``cx' = W - 1 - cx``.
+- The horizontal flip of images is done by the datasets; its intrinsics are :func:`dna_depth_core.camera.flip_K`.
 
 Images are float tensors ``(..., 3, H, W)`` in [0, 1], RGB.
 """
@@ -141,15 +140,3 @@ def sample_color_jitter(
         hue=float(rng.uniform(-hue, hue)),
         order=tuple(int(i) for i in rng.permutation(4)),
     )
-
-
-def flip_intrinsics(K, width: int):
-    """Intrinsics of a horizontally flipped image: ``cx' = width - 1 - cx`` (pixel-centre convention).
-
-    ``K`` is a (..., 3, 3) numpy array or tensor in pixels at the resolution ``width``; returns a copy.
-    """
-    if K.shape[-2:] != (3, 3):
-        raise ValueError(f"K must be (..., 3, 3), got {tuple(K.shape)}")
-    out = K.clone() if torch.is_tensor(K) else np.array(K, copy=True)
-    out[..., 0, 2] = (width - 1) - out[..., 0, 2]
-    return out

@@ -8,10 +8,11 @@ Layout (KITTI raw, also written by :mod:`dna_depth_core.data.synthetic`)::
 Split files (monodepth2 format) hold one ``folder frame side`` a line, e.g.
 ``2011_09_26/2011_09_26_drive_0022_sync 473 r``; side ``l`` is ``image_02``, ``r`` is ``image_03``.
 
-Intrinsics: the project keeps them normalised (fx/W, fy/H, cx/W, cy/H) and multiplies by the width and height
-of each scale. From the calibration, ``P_rect_02``/``P_rect_03`` (their left 3x3) are normalised by the original
-image size; KITTI's calibration is 1-based (the ``- 1`` of the standard velodyne exporter), so the principal
-point is first moved to the project's 0-based convention (``cx0 = cx - 1``, ``cy0 = cy - 1``).
+Images reach the network through :mod:`dna_depth_core.preprocess` (the one rule) and intrinsics follow
+:mod:`dna_depth_core.camera` (the one camera model): kept normalised per camera and turned into pixels at each
+scale with ``camera.pixel_K``. From the calibration, ``P_rect_02``/``P_rect_03`` (their left 3x3) are read at
+the original image size; KITTI's calibration is 1-based (the ``- 1`` of the standard velodyne exporter), so the
+principal point is first moved to the project's 0-based convention (``cx0 = cx - 1``, ``cy0 = cy - 1``).
 """
 from __future__ import annotations
 
@@ -22,16 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dna_depth_core.data.augment import flip_intrinsics, sample_color_jitter
+from dna_depth_core.camera import KITTI_K_NORMALISED, flip_K, normalise_K, pixel_K
+from dna_depth_core.data.augment import sample_color_jitter
+from dna_depth_core.preprocess import fit_image, load_image, to_chw
 
 SIDE_TO_CAM = {"l": 2, "r": 3}
-# The spec's KITTI intrinsics, normalised (fx/W, fy/H, cx/W, cy/H), used for every frame by monodepth2.
-KITTI_NORMALISED_K = np.array([[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.0, 1.0]])
 IMAGE_EXTENSIONS = (".png", ".jpg")
 
 # Standard split lists (monodepth2's public repository; the lists are not shipped with this project).
@@ -129,43 +129,21 @@ def image_path(data_path, folder: str, frame_index: int, side: str = "l") -> Pat
     return base.with_suffix(IMAGE_EXTENSIONS[0])
 
 
-def load_image(path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB; ``FileNotFoundError`` naming the file if missing or unreadable."""
-    path = Path(path)
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
-    if img is None:
-        raise FileNotFoundError(f"image missing or unreadable: {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 def normalised_intrinsics(calib, cam: int, image_size) -> np.ndarray:
-    """Normalised (3, 3) intrinsics of camera ``cam`` from ``calib_cam_to_cam.txt`` (path or parsed dict).
+    """Normalised (3, 3) intrinsics (:func:`dna_depth_core.camera.normalise_K`) of camera ``cam`` from
+    ``calib_cam_to_cam.txt`` (path or parsed dict); ``image_size`` = (width, height) of the original images.
 
-    ``image_size`` = (width, height) of the original images. ``P_rect_0{cam}``'s principal point is moved from
-    KITTI's 1-based to the project's 0-based convention before normalising.
+    ``P_rect_0{cam}``'s principal point is moved from KITTI's 1-based to the project's 0-based pixels first.
     """
     c2c = calib if isinstance(calib, dict) else read_calib_file(calib)
     key = f"P_rect_0{cam}"
     if key not in c2c:
         raise ValueError(f"calibration has no {key}")
     P = np.asarray(c2c[key], np.float64).reshape(3, 4)
-    width, height = float(image_size[0]), float(image_size[1])
-    return np.array([
-        [P[0, 0] / width, 0.0, (P[0, 2] - 1.0) / width],
-        [0.0, P[1, 1] / height, (P[1, 2] - 1.0) / height],
-        [0.0, 0.0, 1.0],
-    ])
-
-
-def scale_intrinsics(K_norm: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Pixel intrinsics (3, 3) at ``width`` x ``height``: first row times width, second row times height."""
-    K = np.array(K_norm, np.float64, copy=True)
-    if K.shape != (3, 3):
-        raise ValueError(f"K_norm must be (3, 3), got {K.shape}")
-    K[0, :] *= width
-    K[1, :] *= height
-    K[2] = (0.0, 0.0, 1.0)
-    return K
+    K = P[:, :3].copy()
+    K[0, 2] -= 1.0
+    K[1, 2] -= 1.0
+    return normalise_K(K, image_size)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -179,7 +157,7 @@ class KittiDataset(Dataset):
     Args:
         data_path: the KITTI raw root (holding the date folders).
         split_lines: split lines (``folder frame side``), :class:`SplitEntry` objects, or a split file path.
-        height, width: network input size (images are resized to it; INTER_AREA when shrinking).
+        height, width: network input size (images reach it through :func:`dna_depth_core.preprocess.fit_image`).
         frame_ids: temporal offsets to load, 0 (the target) first by convention, e.g. (0, -1, 1).
         num_scales: number of intrinsics scales (scale s is width // 2**s by height // 2**s).
         is_train: draw the augmentations (colour jitter p=0.5, horizontal flip p=0.5).
@@ -196,7 +174,7 @@ class KittiDataset(Dataset):
     - ``"color_aug"``: ``{fid: (3, H, W)}``: the same images with the sample's colour jitter (one jitter for all
       frames): the network inputs. Equal to ``"color"`` when no jitter was drawn.
     - ``"K"``, ``"inv_K"``: ``{s: (3, 3) float32}`` pixel intrinsics at scale s = 0..num_scales-1 and their
-      inverses; when flipped, ``cx = W_s - 1 - cx`` at each scale.
+      inverses (``camera.pixel_K`` of the normalised K); when flipped, ``cx = W_s - 1 - cx`` at each scale.
     - ``"do_flip"``, ``"do_color_aug"``: bool tensors, the augmentations drawn.
     - ``"index"`` (int), ``"folder"`` (str), ``"frame_index"`` (int), ``"side"`` (str): where the sample is from.
 
@@ -253,14 +231,14 @@ class KittiDataset(Dataset):
     def normalised_K(self, entry: SplitEntry, original_size) -> np.ndarray:
         """Normalised intrinsics for ``entry`` (calibration when available and enabled, else the spec's K)."""
         if not self.use_calib:
-            return KITTI_NORMALISED_K.copy()
+            return KITTI_K_NORMALISED.copy()
         key = (entry.date, entry.cam, tuple(original_size))
         if key not in self._k_cache:
             calib = self.data_path / entry.date / "calib_cam_to_cam.txt"
             if calib.is_file():
                 self._k_cache[key] = normalised_intrinsics(calib, entry.cam, original_size)
             else:
-                self._k_cache[key] = KITTI_NORMALISED_K.copy()
+                self._k_cache[key] = KITTI_K_NORMALISED.copy()
         return self._k_cache[key].copy()
 
     def load_frame(self, entry: SplitEntry, fid: int) -> np.ndarray:
@@ -288,12 +266,10 @@ class KittiDataset(Dataset):
             h0, w0 = img.shape[:2]
             if fid == 0:
                 original_size = (w0, h0)
-            if (w0, h0) != (self.width, self.height):
-                interp = cv2.INTER_AREA if (w0 >= self.width and h0 >= self.height) else cv2.INTER_LINEAR
-                img = cv2.resize(img, (self.width, self.height), interpolation=interp)
+            img, _ = fit_image(img, (self.width, self.height))
             if do_flip:
                 img = img[:, ::-1]
-            frames.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0))
+            frames.append(torch.from_numpy(to_chw(img)))
         color = torch.stack(frames)  # (F, 3, H, W)
         color_aug = jitter(color) if jitter is not None else color
 
@@ -301,9 +277,9 @@ class KittiDataset(Dataset):
         Ks, inv_Ks = {}, {}
         for s in range(self.num_scales):
             w_s, h_s = self.width // (2**s), self.height // (2**s)
-            K = scale_intrinsics(K_norm, w_s, h_s)
+            K = pixel_K(K_norm, (w_s, h_s))
             if do_flip:
-                K = flip_intrinsics(K, w_s)
+                K = flip_K(K, w_s)
             Ks[s] = torch.from_numpy(K.astype(np.float32))
             inv_Ks[s] = torch.from_numpy(np.linalg.inv(K).astype(np.float32))
 

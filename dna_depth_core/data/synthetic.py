@@ -33,8 +33,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dna_depth_core.camera import KITTI_K_NORMALISED, pixel_K
+
 ROAD_Y = 1.65  # camera height above the road (the road is the plane y = +1.65 m in the street frame)
-KITTI_NORMALISED_K = (0.58, 1.92, 0.5, 0.5)  # fx/W, fy/H, cx/W, cy/H (the spec's KITTI intrinsics)
 DEFAULT_DATE = "2000_01_01"
 
 # Surface ids of the ray caster: boxes are BOX_BASE + 6 * box + face (face = 2 * axis + 1 for the + normal);
@@ -57,9 +58,9 @@ _RECT_RPY = (0.0043, -0.0074, 0.0098)  # R_rect_00 (radians), of the size of KIT
 
 
 def synthetic_intrinsics(width: int, height: int) -> np.ndarray:
-    """The (3, 3) pixel intrinsics of a synthetic render: the spec's normalised KITTI K times width/height."""
-    fx, fy, cx, cy = KITTI_NORMALISED_K
-    return np.array([[fx * width, 0.0, cx * width], [0.0, fy * height, cy * height], [0.0, 0.0, 1.0]])
+    """The (3, 3) pixel intrinsics of a synthetic render: KITTI's default camera at ``width`` x ``height``
+    (``camera.pixel_K(camera.KITTI_K_NORMALISED, (width, height))``: principal point at the image centre)."""
+    return pixel_K(KITTI_K_NORMALISED, (width, height))
 
 
 def _rot_xyz(rx: float, ry: float, rz: float) -> np.ndarray:

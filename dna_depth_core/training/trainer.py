@@ -250,7 +250,7 @@ class GroundTruthPoses(Dataset):
 
     def _poses(self, folder: str) -> np.ndarray:
         if folder not in self._cache:
-            from dna_depth_core.evaluation import read_drive_poses
+            from dna_depth_core.data.poses import read_drive_poses
 
             try:
                 self._cache[folder] = read_drive_poses(self.data_path, folder)

@@ -1,0 +1,214 @@
+"""``DepthEstimator``: an RGB image (+ intrinsics) in, depth in metres out. ROS-free; the ROS node, ``predict``
+and ``evaluate`` are shells around it.
+
+>>> est = DepthEstimator("model.safetensors", device="auto", scale_mode="camera_height", camera_height=1.65)
+>>> res = est.predict(rgb, K)          # rgb (H, W, 3) uint8, K (3, 3) at H x W
+>>> res.depth, res.K, res.scale, res.metric
+
+Pipeline:
+
+1. :func:`dna_depth_core.preprocess.prepare` (the one image -> input rule: optional centre crop to the network's
+   aspect ratio with ``resize="crop"``, resize, [0, 1] float) and :func:`dna_depth_core.camera.network_K` (the
+   intrinsics follow the crop and the resize).
+2. The backend (``backend="auto"``, ``"torch"``, ``"onnxruntime"``; see :mod:`dna_depth_core.backends`) turns the
+   ``(1, 3, h, w)`` input into the sigmoid disparity ``(1, 1, h, w)``.
+3. The disparity is resized to the requested output (``output="input"``: the input's resolution, bilinear, NaN
+   outside a crop; ``output="network"``: the network's), converted with ``geometry.disp_to_depth`` and multiplied
+   by the metric scale.
+
+Metric scale (self-supervised monocular depth is only known up to scale):
+
+- ``"none"``: relative depth; ``DepthResult.metric`` is False and ``units`` is ``"relative"``.
+- ``"fixed"``: ``scale_factor`` from calibration.
+- ``"camera_height"``: :class:`~dna_depth_core.inference.scale.GroundPlaneScale` fits the ground plane in the
+  lower image, compares its distance to the known mounting height, and smooths the factor over time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from dna_depth_core import geometry
+from dna_depth_core.backends import FACTORIES
+from dna_depth_core.camera import as_K
+from dna_depth_core.inference.scale import GroundPlaneScale
+from dna_depth_core.preprocess import RESIZE_MODES, as_rgb, prepare
+
+SCALE_MODES = ("none", "fixed", "camera_height")
+OUTPUT_MODES = ("input", "network")
+
+
+@dataclasses.dataclass
+class DepthResult:
+    """One prediction.
+
+    depth: ``(H', W')`` float32, metres when ``metric`` (relative units otherwise), NaN where invalid (outside the
+        crop in ``resize="crop"`` with ``output="input"``).
+    disparity: the network's sigmoid disparity at the depth's resolution (before the metric scale), NaN where the
+        depth is; for viewing (:func:`dna_depth_core.visualize.colorize_disparity`).
+    K: ``(3, 3)`` intrinsics at the depth's resolution, or None when no intrinsics were given.
+    scale: the factor applied to the network's depth. ``scale_measured``: this frame's camera-height
+        measurement (None when not measured or the fit failed).
+    timings: seconds for ``preprocess``, ``inference`` and ``postprocess``.
+    """
+
+    depth: np.ndarray
+    disparity: np.ndarray
+    K: np.ndarray | None
+    scale: float
+    scale_mode: str
+    metric: bool
+    scale_measured: float | None
+    timings: dict[str, float]
+
+    @property
+    def units(self) -> str:
+        return "m" if self.metric else "relative"
+
+
+class DepthEstimator:
+    """HxWx3 uint8 RGB image (+ intrinsics) -> float32 depth.
+
+    Args:
+        checkpoint: path to a dna-depth checkpoint (``.safetensors``) or a depth network.
+        device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        fp16: half precision on CUDA (ignored on the CPU).
+        backend: a registered backend name: ``"auto"`` (default: onnxruntime on the CPU, torch on CUDA),
+            ``"torch"`` or ``"onnxruntime"`` (which also takes an exported ``.onnx`` file as ``checkpoint``).
+        input_size: ``(height, width)`` the image is resized to, multiples of 32; default: the checkpoint's.
+        output: ``"input"`` (depth at the input image's resolution) or ``"network"`` (at ``input_size``).
+        resize: ``"stretch"`` (resize the whole image) or ``"crop"`` (centre-crop to the network's aspect ratio
+            first; with ``output="input"`` the depth outside the crop is NaN).
+        scale_mode: ``"none"``, ``"fixed"`` or ``"camera_height"`` (see the module docstring).
+        scale_factor: the factor of ``"fixed"``; in ``"camera_height"`` mode, the factor used until the first
+            ground-plane fit succeeds (results are then flagged ``metric=False``).
+        camera_height: mounting height in metres for ``"camera_height"``.
+        ground: extra keyword arguments of :class:`GroundPlaneScale`.
+    """
+
+    def __init__(self, checkpoint: Any, device: str = "auto", fp16: bool = False, backend: str = "auto",
+                 input_size: tuple[int, int] | None = None, output: str = "input", resize: str = "stretch",
+                 scale_mode: str = "none", scale_factor: float = 1.0, camera_height: float | None = None,
+                 ground: dict[str, Any] | None = None):
+        if backend not in FACTORIES:
+            raise ValueError(f"backend '{backend}' unknown; available: {', '.join(sorted(FACTORIES))}")
+        if output not in OUTPUT_MODES:
+            raise ValueError(f"output '{output}' unknown; use one of {OUTPUT_MODES}")
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"resize '{resize}' unknown; use one of {RESIZE_MODES}")
+        if scale_mode not in SCALE_MODES:
+            raise ValueError(f"scale_mode '{scale_mode}' unknown; use one of {SCALE_MODES}")
+        if not (scale_factor > 0 and math.isfinite(scale_factor)):
+            raise ValueError(f"scale_factor must be positive, got {scale_factor}")
+        self.ground: GroundPlaneScale | None = None
+        if scale_mode == "camera_height":
+            if camera_height is None:
+                raise ValueError("scale_mode 'camera_height' needs camera_height (metres)")
+            self.ground = GroundPlaneScale(camera_height, **(ground or {}))
+        self.backend = FACTORIES[backend](checkpoint, device=device, fp16=fp16)
+        cfg = self.backend.config
+        if input_size is None or tuple(input_size) in ((0, 0), (None, None)):
+            input_size = (int(cfg.height), int(cfg.width))
+        h, w = (int(v) for v in input_size)
+        if h <= 0 or w <= 0 or h % 32 or w % 32:
+            raise ValueError(f"input_size must be positive multiples of 32 (height, width), got {input_size}")
+        if not self.backend.supports_size(h, w):
+            raise ValueError(f"input_size {h}x{w}: the {self.backend.name} backend was built for "
+                             f"{self.backend.height}x{self.backend.width} only (export the .onnx with --dynamic)")
+        self.input_size = (h, w)
+        self.output = output
+        self.resize = resize
+        self.scale_mode = scale_mode
+        self.scale_factor = float(scale_factor)
+        self.min_depth = float(cfg.min_depth)
+        self.max_depth = float(cfg.max_depth)
+
+    # -- properties ---------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+    @property
+    def fp16(self) -> bool:
+        return bool(self.backend.fp16)
+
+    @property
+    def config(self):
+        return self.backend.config
+
+    def warmup(self, runs: int = 1) -> None:
+        """Run the network on a blank input (first calls allocate memory and pick kernels)."""
+        h, w = self.input_size
+        x = np.zeros((1, 3, h, w), np.float32)
+        for _ in range(runs):
+            self.backend(x)
+
+    # -- steps --------------------------------------------------------------------------------------------------
+    def preprocess(self, image: np.ndarray, K=None):
+        """The network input for ``image`` (:func:`dna_depth_core.preprocess.prepare`): ``(x (1, 3, h, w) float32,
+        K at the network size or None, crop box (x0, y0, w, h))``."""
+        nh, nw = self.input_size
+        return prepare(image, (nw, nh), self.resize, K)
+
+    def predict(self, image: np.ndarray, K=None) -> DepthResult:
+        """Depth for one ``(H, W, 3)`` uint8 RGB image (mono ``(H, W)`` is accepted) with optional ``K`` (3, 3) at
+        ``H x W``. ``camera_height`` mode needs ``K``; without it the current (or initial) scale is used."""
+        t0 = time.perf_counter()
+        image = as_rgb(image)
+        K_in = None if K is None else as_K(K)
+        H, W = image.shape[:2]
+        x, K_net, (x0, y0, cw, ch) = self.preprocess(image, K_in)
+        t1 = time.perf_counter()
+        disp = self.backend(x)[0, 0]  # (h, w)
+        t2 = time.perf_counter()
+
+        scale, metric, measured = self._scale(disp, K_net)
+        if self.output == "network":
+            out_disp, K_out = disp, K_net
+        else:
+            if (cw, ch) != (disp.shape[1], disp.shape[0]):
+                up = cv2.resize(disp, (cw, ch), interpolation=cv2.INTER_LINEAR)
+            else:
+                up = disp
+            if (cw, ch) == (W, H):
+                out_disp = up
+            else:
+                out_disp = np.full((H, W), np.nan, np.float32)
+                out_disp[y0:y0 + ch, x0:x0 + cw] = up
+            K_out = K_in
+        out_disp = out_disp.astype(np.float32, copy=False)
+        _, depth = geometry.disp_to_depth(out_disp, self.min_depth, self.max_depth)
+        depth = (depth * np.float32(scale)).astype(np.float32, copy=False)
+        t3 = time.perf_counter()
+        return DepthResult(depth=depth, disparity=out_disp, K=None if K_out is None else np.array(K_out), scale=float(scale),
+                           scale_mode=self.scale_mode, metric=metric, scale_measured=measured,
+                           timings={"preprocess": t1 - t0, "inference": t2 - t1, "postprocess": t3 - t2})
+
+    def _scale(self, disp: np.ndarray, K_net: np.ndarray | None) -> tuple[float, bool, float | None]:
+        if self.scale_mode == "none":
+            return 1.0, False, None
+        if self.scale_mode == "fixed":
+            return self.scale_factor, True, None
+        measured = None
+        if K_net is not None:
+            _, rel = geometry.disp_to_depth(disp, self.min_depth, self.max_depth)
+            self.ground.update(rel, K_net)
+            measured = self.ground.last_measurement
+        s = self.ground.scale
+        if s is None:
+            return self.scale_factor, False, measured
+        return s, True, measured
+
+    def __repr__(self) -> str:
+        return (f"DepthEstimator(model={getattr(self.config, 'name', '?')}, backend={self.backend.name}, "
+                f"device={self.device}, fp16={self.fp16}, input_size={self.input_size}, output={self.output}, "
+                f"resize={self.resize}, scale_mode={self.scale_mode})")
+
+
+__all__ = ["DepthEstimator", "DepthResult", "OUTPUT_MODES", "RESIZE_MODES", "SCALE_MODES"]
