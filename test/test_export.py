@@ -341,7 +341,8 @@ def test_int8_export_loads_and_stays_close_to_fp32(int8_setup, calib_dir, monkey
 
     from dna_depth_core import backends
     from dna_depth_core.export import read_onnx_metadata
-    from dna_depth_core.inference import DepthEstimator, image_to_input
+    from dna_depth_core.inference import DepthEstimator
+    from dna_depth_core.preprocess import prepare
 
     r, path = int8_setup["report"], int8_setup["int8"]
     assert r.calibration_images == 6 and len(r.calibration_files) == 6 and r.checked_images == 4
@@ -376,7 +377,7 @@ def test_int8_export_loads_and_stays_close_to_fp32(int8_setup, calib_dir, monkey
     assert (int8.precision, fp32.precision) == ("int8", "fp32") and "precision=int8" in repr(int8)
     assert int8.config == fp32.config and (int8.height, int8.width, int8.dynamic) == (H, W, False)
     rgbs = [cv2.cvtColor(cv2.imread(f), cv2.COLOR_BGR2RGB) for f in _calibration_files(calib_dir)[:3]]
-    xs = np.concatenate([image_to_input(im, H, W) for im in rgbs + int8_setup["held_out"]])
+    xs = np.concatenate([prepare(im, (W, H))[0] for im in rgbs + int8_setup["held_out"]])
     ref, got = fp32(xs), int8(xs)
     assert got.shape == ref.shape == (5, 1, H, W) and got.dtype == np.float32
     mean_rel, corr = _closeness(ref, got)
@@ -474,14 +475,14 @@ def test_int8_calibrated_on_real_kitti_frames(int8_setup):
 
     from conftest import require_shared
     from dna_depth_core.export import quantize_onnx_int8
-    from dna_depth_core.inference import image_to_input
+    from dna_depth_core.preprocess import prepare
 
     root = require_shared("data/kitti_tiny")
     pattern = str(root / "2011_09_26" / "*" / "image_02" / "data" / "*.png")
     out = int8_setup["int8"].parent / "int8_kitti.onnx"
     report = quantize_onnx_int8(int8_setup["fp32"], out, pattern, threads=1, verify=False)
     assert report.calibration_images == 7
-    xs = np.concatenate([image_to_input(cv2.cvtColor(cv2.imread(f), cv2.COLOR_BGR2RGB), H, W)
+    xs = np.concatenate([prepare(cv2.cvtColor(cv2.imread(f), cv2.COLOR_BGR2RGB), (W, H))[0]
                          for f in report.calibration_files])
     ref = OnnxBackend(str(int8_setup["fp32"]), providers=["CPUExecutionProvider"], threads=1)(xs)
     got = OnnxBackend(str(out), providers=["CPUExecutionProvider"], threads=1)(xs)
