@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from dna_depth_core.data.kitti import SplitEntry, parse_split_line, read_calib_file
+from dna_depth_core.data.poses import read_drive_poses
 
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 # Garg/Eigen crop as fractions of the image: rows [top, bottom), columns [left, right).
@@ -388,20 +389,6 @@ def evaluate_model(net, data_path, split_lines: Sequence, gt_depths: Sequence[np
 # ----------------------------------------------------------------------------------------------------------
 # Pose evaluation (synthetic drives: poses.txt)
 # ----------------------------------------------------------------------------------------------------------
-
-
-def read_drive_poses(data_path, folder: str) -> np.ndarray:
-    """``DATA/folder/poses.txt`` (one 3x4 row-major ``T_world_cam`` a line, as synthetic drives write it) as
-    ``(N, 4, 4)`` float64."""
-    path = Path(data_path) / folder / "poses.txt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no ground-truth poses: {path} not found (synthetic drives write it)")
-    rows = np.loadtxt(path, dtype=np.float64, ndmin=2)
-    if rows.shape[1] != 12:
-        raise ValueError(f"{path}: expected 12 numbers (3x4 T_world_cam) a line, got {rows.shape[1]}")
-    T = np.tile(np.eye(4), (len(rows), 1, 1))
-    T[:, :3, :4] = rows.reshape(-1, 3, 4)
-    return T
 
 
 def pose_metrics(t_pred, t_true) -> dict:

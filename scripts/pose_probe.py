@@ -34,7 +34,7 @@ def load_drive(folder: str):
     import torch
 
     from dna_depth_core.data.kitti import load_image
-    from dna_depth_core.evaluation import read_drive_poses
+    from dna_depth_core.data.poses import read_drive_poses
 
     meta = json.load(open(os.path.join(folder, "synthetic.json")))
     K = torch.tensor(meta["K"], dtype=torch.float32)

@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dna_depth_core.evaluation import evaluate_pose, pose_metrics, read_drive_poses
+from dna_depth_core.data.poses import read_drive_poses
+from dna_depth_core.evaluation import evaluate_pose, pose_metrics
 
 FOLDER = "2000_01_01/2000_01_01_drive_0007_sync"
 H, W = 32, 64

@@ -6,6 +6,7 @@ not import torch):
 - :mod:`dna_depth_core.data.synthetic`: ``SyntheticScene``, ``render_drive``, ``DriveInfo``, ``make_trajectory``.
 - :mod:`dna_depth_core.data.kitti`: calibration/split readers, ``KittiDataset``, ``fetch_splits``.
 - :mod:`dna_depth_core.data.augment`: ``ColorJitter``, ``sample_color_jitter``, ``flip_intrinsics``.
+- :mod:`dna_depth_core.data.poses`: ``read_drive_poses`` (a drive's ground-truth ``poses.txt``).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ _EXPORTS = {
     "ColorJitter": "augment",
     "sample_color_jitter": "augment",
     "flip_intrinsics": "augment",
+    "read_drive_poses": "poses",
 }
 
 __all__ = sorted(_EXPORTS)
