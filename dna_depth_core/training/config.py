@@ -59,7 +59,7 @@ class TrainConfig:
     automask: bool = True
 
     # -- data ---------------------------------------------------------------------------------------------
-    dataset: str = "kitti"                    # a name registered with training.trainer.register_dataset
+    dataset: str = "kitti"                    # a name registered with training.datasets.register_dataset
     data_path: Optional[str] = None           # KITTI-raw-layout root (synthetic drives use the same layout)
     split: Optional[str] = None               # training split file ("folder frame side" per line)
     val_split: Optional[str] = None           # validation split file (optional)
