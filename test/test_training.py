@@ -307,6 +307,70 @@ def test_resolve_checkpoint_and_errors(drive, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------
+# the run log after a restart
+# ------------------------------------------------------------------------------------------------------------
+def _csv_column(path, name):
+    import csv
+
+    with open(path, newline="") as f:
+        return [row[name] for row in csv.DictReader(f)]
+
+
+def test_run_log_keeps_only_what_precedes_the_start(tmp_path):
+    from dna_depth_core.training.runlog import TRAIN_COLUMNS, VAL_COLUMNS, RunLog
+
+    def old_run():  # six steps, two epochs of five... the second cut short; validated after epochs 0 and 1
+        (tmp_path / "train_log.csv").write_text(
+            ",".join(TRAIN_COLUMNS) + "\n" + "".join(f"{s},{(s - 1) // 5},0.5\n" for s in range(1, 7)))
+        (tmp_path / "val_log.csv").write_text(",".join(VAL_COLUMNS) + "\n5,0,0.4,0.3\n10,1,0.35,0.25\n")
+
+    old_run()
+    RunLog(str(tmp_path), tensorboard=False, start_step=3, start_epoch=0).close()  # resumed mid-epoch 0
+    assert _csv_column(tmp_path / "train_log.csv", "step") == ["1", "2", "3"]
+    assert not (tmp_path / "val_log.csv").exists()
+    old_run()
+    RunLog(str(tmp_path), tensorboard=False, start_step=5, start_epoch=1).close()  # resumed at the end of epoch 0
+    assert _csv_column(tmp_path / "train_log.csv", "step") == ["1", "2", "3", "4", "5"]
+    assert _csv_column(tmp_path / "val_log.csv", "epoch") == ["0"]
+    old_run()
+    log = RunLog(str(tmp_path), tensorboard=False)  # a fresh run
+    assert not (tmp_path / "train_log.csv").exists() and not (tmp_path / "val_log.csv").exists()
+    log.train_row({"step": 1, "epoch": 0, "loss": 0.25})
+    log.close()
+    assert (tmp_path / "train_log.csv").read_text().splitlines() == [",".join(TRAIN_COLUMNS),
+                                                                     "1,0,0.25" + "," * (len(TRAIN_COLUMNS) - 3)]
+
+
+def test_a_fresh_run_into_an_old_run_folder_logs_each_step_once(drive, tmp_path):
+    from dna_depth_core.training.trainer import Trainer
+
+    Trainer(tiny_cfg(drive, tmp_path, max_steps=3)).fit()
+    assert _csv_column(tmp_path / "train_log.csv", "step") == ["1", "2", "3"]
+    with pytest.warns(RuntimeWarning, match="holds checkpoints of an earlier run; this run starts from scratch"):
+        Trainer(tiny_cfg(drive, tmp_path, max_steps=2)).fit()
+    assert _csv_column(tmp_path / "train_log.csv", "step") == ["1", "2"]
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_00000002"
+
+
+def test_resume_from_before_an_epochs_validation_logs_it_once(drive, tmp_path):
+    """A checkpoint taken at the last step of an epoch but before its validation (save_every_steps): resuming
+    from it validates that epoch again, and the log holds that validation once."""
+    from dna_depth_core.training.datasets import build_dataset
+    from dna_depth_core.training.trainer import Trainer
+
+    cfg = tiny_cfg(drive, tmp_path, max_steps=6, save_every_steps=5, save_every_epochs=0, validate=True,
+                   val_max_batches=1)
+    val = build_dataset(cfg.replace(augment=False), "train")
+    Trainer(cfg, val_set=val).fit()
+    assert _csv_column(tmp_path / "val_log.csv", "epoch") == ["0"]
+    resumed = Trainer(cfg, val_set=val, resume=str(tmp_path / "checkpoints" / "step_00000005"))
+    assert (resumed.step, resumed.epoch, resumed.step_in_epoch) == (5, 0, 5)
+    resumed.fit()
+    assert _csv_column(tmp_path / "val_log.csv", "step") == ["5"]
+    assert _csv_column(tmp_path / "train_log.csv", "step") == ["1", "2", "3", "4", "5", "6"]
+
+
+# ------------------------------------------------------------------------------------------------------------
 # non-finite losses
 # ------------------------------------------------------------------------------------------------------------
 class _NaNLoss:

@@ -1,7 +1,12 @@
 """The run log (rank 0 only): ``OUT/train_log.csv``, ``OUT/val_log.csv`` and TensorBoard scalars and images.
 
-A resumed run drops the rows of an earlier run that lie beyond the step it resumes from (TensorBoard:
-``purge_step``).
+A run's logs describe that run alone, whether it starts fresh or resumes. When a :class:`RunLog` opens a run
+folder that already holds logs, it keeps only what happened before the point the run starts from:
+
+- ``train_log.csv``: the rows up to the start step (a fresh run starts at step 0: no rows are kept);
+- ``val_log.csv``: the rows of the epochs before the start epoch (an epoch's row is written when the epoch ends,
+  before its checkpoint, so a checkpoint of epoch ``E`` follows the rows of epochs ``< E``);
+- TensorBoard: ``purge_step`` = the start step, so TensorBoard hides the events of the old run from there on.
 """
 from __future__ import annotations
 
@@ -22,15 +27,14 @@ VAL_COLUMNS = ["step", "epoch", "loss", "photometric/0"]
 
 
 class RunLog:
-    """CSV rows and TensorBoard scalars/images; ``resume_step``: the step a resumed run starts from (None for a
-    fresh run)."""
+    """CSV rows and TensorBoard scalars/images of a run that starts at ``start_step`` in ``start_epoch`` (0 and 0
+    for a fresh run; a checkpoint's step and epoch when resuming)."""
 
-    def __init__(self, out_dir: str, tensorboard: bool, resume_step: int | None = None):
+    def __init__(self, out_dir: str, tensorboard: bool, start_step: int = 0, start_epoch: int = 0):
         self.csv_path = os.path.join(out_dir, "train_log.csv")
         self.val_path = os.path.join(out_dir, "val_log.csv")
-        if resume_step is not None:
-            for p in (self.csv_path, self.val_path):
-                keep_rows(p, lambda row: int(row["step"]) <= resume_step)
+        keep_rows(self.csv_path, lambda row: int(row["step"]) <= start_step)
+        keep_rows(self.val_path, lambda row: int(row["epoch"]) < start_epoch)
         self.writer = None
         if tensorboard:
             try:
@@ -39,7 +43,7 @@ class RunLog:
                 warnings.warn("tensorboard is not installed (pip install tensorboard); TensorBoard logs disabled",
                               RuntimeWarning)
             else:
-                self.writer = SummaryWriter(os.path.join(out_dir, "tensorboard"), purge_step=resume_step)
+                self.writer = SummaryWriter(os.path.join(out_dir, "tensorboard"), purge_step=start_step)
 
     def train_row(self, values: Mapping) -> None:
         """Append a row to ``train_log.csv`` (columns :data:`TRAIN_COLUMNS`, missing values empty)."""
@@ -90,7 +94,8 @@ def _append_row(path: str, columns: Sequence[str], values: Mapping) -> None:
 def keep_rows(path: str, keep: Callable[[dict], bool]) -> None:
     """Rewrite the CSV file ``path`` (atomically) with its header and the rows for which ``keep(row)`` is true
     (``row``: a dict by column name); a row that ``keep`` cannot read (a missing or non-numeric value) is
-    dropped. No file: nothing to do."""
+    dropped. When no row is kept the file is removed (the next row writes a fresh header). No file: nothing to
+    do."""
     if not os.path.exists(path):
         return
     with open(path, newline="") as f:
@@ -105,7 +110,9 @@ def keep_rows(path: str, keep: Callable[[dict], bool]) -> None:
                 kept.append(r)
         except (KeyError, ValueError):
             continue
-    if len(kept) != len(rows):
+    if len(kept) == 1:
+        os.remove(path)
+    elif len(kept) != len(rows):
         atomic_write(path, lambda tmp: _write_rows(tmp, kept))
 
 

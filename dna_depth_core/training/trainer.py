@@ -47,8 +47,8 @@ from dna_depth_core.training.distributed import broadcast_buffers, setup_distrib
 from dna_depth_core.training.networks import build_depth_net, build_pose_net
 from dna_depth_core.training.rng import mix_seed, seed_everything, seeded_rngs
 from dna_depth_core.training.runlog import RunLog
-from dna_depth_core.training.state import (EpochLRSchedule, load_checkpoint_folder, restore_rank_rng,
-                                           save_checkpoint_folder)
+from dna_depth_core.training.state import (CHECKPOINTS, LATEST, EpochLRSchedule, load_checkpoint_folder,
+                                           restore_rank_rng, save_checkpoint_folder)
 
 # Loss entries averaged into the rows of the run log.
 LOGGED = ("loss", "automask_fraction", "translation_norm")
@@ -299,12 +299,15 @@ class Trainer:
             tqdm.write(msg, file=sys.stderr)
 
     def _open_log(self) -> RunLog | None:
-        """Rank 0: the run folder's config.yaml and its :class:`RunLog`."""
+        """Rank 0: the run folder's config.yaml and its :class:`RunLog` from the current step and epoch."""
         if not self.env.is_main:
             return None
         os.makedirs(self.out_dir, exist_ok=True)
         self.cfg.to_yaml(os.path.join(self.out_dir, "config.yaml"))
-        return RunLog(self.out_dir, self.cfg.tensorboard, self.step if self.resumed_from else None)
+        if self.resumed_from is None and os.path.isfile(os.path.join(self.out_dir, CHECKPOINTS, LATEST)):
+            warnings.warn(f"{self.out_dir} holds checkpoints of an earlier run; this run starts from scratch and "
+                          f"replaces its logs (resume instead to continue it)", RuntimeWarning)
+        return RunLog(self.out_dir, self.cfg.tensorboard, start_step=self.step, start_epoch=self.epoch)
 
     def fit(self) -> dict[str, Any]:
         """Train until ``num_epochs`` (or ``max_steps``); returns a summary (final step, epoch, losses, ...)."""
