@@ -188,7 +188,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         subprocess.run(cmd + [f"max_steps={args.steps}", "progress=false"], check=True, cwd=REPO)
         weights = str(out / "train" / "checkpoints" / "latest")
-        from dna_depth_core.training.trainer import resolve_checkpoint
+        from dna_depth_core.training.state import resolve_checkpoint
 
         weights = resolve_checkpoint(weights)
         if os.path.isdir(weights):
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
         import torch
 
         import dna_depth_core
-        from dna_depth_core.training.trainer import build_depth_net
+        from dna_depth_core.training.networks import build_depth_net
 
         torch.manual_seed(0)
         baseline = str(out / "untrained.safetensors")

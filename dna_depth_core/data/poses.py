@@ -1,5 +1,9 @@
-"""Ground-truth camera poses of a drive (``poses.txt``: one 3x4 row-major ``T_world_cam`` a line, as synthetic
-drives write it)."""
+"""Ground-truth camera poses of a drive: ``DATA/<folder>/poses.txt``, as synthetic drives write it.
+
+One line per frame (frame ``i`` on line ``i``): the 12 numbers of the 3x4 row-major ``T_world_cam``, the pose of
+the camera in the world (a point ``p_cam`` in camera coordinates is ``T_world_cam @ p_cam`` in the world). The
+training ``pose_gt`` option and pose evaluation both read poses through :func:`read_drive_poses`.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +12,9 @@ import numpy as np
 
 
 def read_drive_poses(data_path, folder: str) -> np.ndarray:
-    """``DATA/folder/poses.txt`` (one 3x4 row-major ``T_world_cam`` a line, as synthetic drives write it) as
-    ``(N, 4, 4)`` float64."""
+    """``DATA/folder/poses.txt`` as ``(N, 4, 4)`` float64 ``T_world_cam`` (last row ``[0, 0, 0, 1]``).
+
+    FileNotFoundError when the file does not exist; ValueError when a line does not hold 12 numbers."""
     path = Path(data_path) / folder / "poses.txt"
     if not path.is_file():
         raise FileNotFoundError(f"no ground-truth poses: {path} not found (synthetic drives write it)")

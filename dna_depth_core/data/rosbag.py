@@ -947,7 +947,7 @@ def write_synthetic_bag(out, frames: int, seed: int = 0, width: int = 320, heigh
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Training config hook (``dataset: bag``, registered in training/trainer.py)
+# Training config hook (``dataset: bag``, registered in training/datasets.py)
 # ----------------------------------------------------------------------------------------------------------------
 
 

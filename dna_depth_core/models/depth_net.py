@@ -94,6 +94,15 @@ class DepthNet(nn.Module):
         self.std.copy_(torch.tensor(std).view(1, 3, 1, 1))
         self.config = dataclasses.replace(self.config, normalization=name)
 
+    def set_disparity_bias(self, value: float) -> None:
+        """Initialise the disparity heads: the bias of each head's last convolution (pre-sigmoid) becomes
+        ``value`` (e.g. -3 starts the disparities near sigmoid(-3) = 0.047, far from the camera). The decoder
+        provides ``set_disparity_bias``."""
+        set_bias = getattr(self.decoder, "set_disparity_bias", None)
+        if set_bias is None:
+            raise ValueError(f"decoder {type(self.decoder).__name__} has no set_disparity_bias")
+        set_bias(value)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         check_image_batch(x)
         if self.config.normalization != "none":

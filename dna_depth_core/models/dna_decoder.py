@@ -98,6 +98,13 @@ class DNADecoder(nn.Module):
         self.tail_out = SeparableConv(HALF, HALF)
         self.heads = nn.ModuleList([DispHead(HALF)] + [DispHead(WIDTH) for _ in range(3)])
 
+    @torch.no_grad()
+    def set_disparity_bias(self, value: float) -> None:
+        """Set the bias of every disparity head's last convolution (the pointwise conv before the sigmoid) to
+        ``value``: with zero weights there, every disparity is ``sigmoid(value)``."""
+        for head in self.heads:
+            head.conv.pointwise.bias.fill_(float(value))
+
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         if len(features) != 5:
             raise ValueError(f"features: expected 5 encoder levels, got {len(features)}")

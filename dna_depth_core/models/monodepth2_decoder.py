@@ -35,6 +35,13 @@ class Monodepth2Decoder(nn.Module):
             self.second.append(ConvBlock(CHANNELS[i] + skip, CHANNELS[i]))
         self.heads = nn.ModuleList(Conv3x3(CHANNELS[i], 1) for i in range(4))
 
+    @torch.no_grad()
+    def set_disparity_bias(self, value: float) -> None:
+        """Set the bias of every disparity head (the 3x3 conv before the sigmoid) to ``value``: with zero weights
+        there, every disparity is ``sigmoid(value)``."""
+        for head in self.heads:
+            head.conv.bias.fill_(float(value))
+
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         if len(features) != 5:
             raise ValueError(f"features: expected 5 encoder levels, got {len(features)}")

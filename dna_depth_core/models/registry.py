@@ -8,6 +8,9 @@ from __future__ import annotations
 from typing import Callable
 
 from dna_depth_core.models.depth_net import DepthConfig, DepthNet
+from dna_depth_core.models.dna_decoder import DNADecoder
+from dna_depth_core.models.encoders import TimmEncoder
+from dna_depth_core.models.monodepth2_decoder import Monodepth2Decoder
 
 _REGISTRY: dict[str, Callable[..., DepthNet]] = {}
 
@@ -36,10 +39,6 @@ def build_model(name: str, pretrained: str | None = None, **config_overrides) ->
 
 def build_from_config(config: DepthConfig, pretrained: str | None = None) -> DepthNet:
     """Build the network a DepthConfig describes (used when loading checkpoints)."""
-    from dna_depth_core.models.dna_decoder import DNADecoder
-    from dna_depth_core.models.encoders import TimmEncoder
-    from dna_depth_core.models.monodepth2_decoder import Monodepth2Decoder
-
     encoder = TimmEncoder(config.encoder, pretrained=pretrained)
     decoder_cls = DNADecoder if config.decoder == "dna" else Monodepth2Decoder
     return DepthNet(config, encoder, decoder_cls(encoder.channels))

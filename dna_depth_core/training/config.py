@@ -22,7 +22,8 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-POSE_MODELS = ("resnet18", "small", "lite0")
+from dna_depth_core.models.pose import list_pose_models
+
 DEVICES_HELP = "auto (CUDA when present), cpu, cuda, cuda:N"
 
 
@@ -42,7 +43,7 @@ class TrainConfig:
 
     # -- pose ---------------------------------------------------------------------------------------------
     frame_ids: list[int] = dataclasses.field(default_factory=lambda: [0, -1, 1])  # target first, then sources
-    pose_model: str = "resnet18"              # resnet18 (paper) | small (a light strided CNN for CPU) | lite0
+    pose_model: str = "resnet18"              # models.pose registry: resnet18 (paper) | lite0 | small (CPU)
     pose_pretrained: Optional[str] = "imagenet"  # resnet18 / lite0 pose encoder init: imagenet | null | path
     pose_output_scale: float = 0.01
     pose_head_weight_scale: float = 1.0       # the pose output conv's initial weights are multiplied by this
@@ -58,7 +59,7 @@ class TrainConfig:
     automask: bool = True
 
     # -- data ---------------------------------------------------------------------------------------------
-    dataset: str = "kitti"                    # a name registered with training.trainer.register_dataset
+    dataset: str = "kitti"                    # a name registered with training.datasets.register_dataset
     data_path: Optional[str] = None           # KITTI-raw-layout root (synthetic drives use the same layout)
     split: Optional[str] = None               # training split file ("folder frame side" per line)
     val_split: Optional[str] = None           # validation split file (optional)
@@ -126,7 +127,7 @@ class TrainConfig:
         need(1 <= self.num_scales <= 4, "num_scales", "must be 1..4")
         need(len(self.frame_ids) >= 2 and self.frame_ids[0] == 0 and len(set(self.frame_ids)) == len(self.frame_ids)
              and 0 not in self.frame_ids[1:], "frame_ids", "must start with 0 followed by distinct source ids")
-        need(self.pose_model in POSE_MODELS, "pose_model", f"must be one of {', '.join(POSE_MODELS)}")
+        need(self.pose_model in list_pose_models(), "pose_model", f"must be one of {', '.join(list_pose_models())}")
         need(self.pose_output_scale > 0, "pose_output_scale", "must be > 0")
         need(self.pose_head_weight_scale >= 0, "pose_head_weight_scale", "must be >= 0")
         need(self.pose_lr_scale > 0, "pose_lr_scale", "must be > 0")
