@@ -17,14 +17,18 @@ CameraInfo: :func:`camera_info_intrinsics` accepts an rclpy message, a ``rosbags
 a ROS 1 message (upper-case ``K``, ``P``, ``D``). It picks ``P`` (the rectified image's intrinsics) or ``K``,
 applies the region of interest and binning, and checks that the result is plausible for the image size
 (:func:`intrinsics_problems`). Each problem has its own key, so a caller can log each kind separately.
+A calibration YAML (:func:`intrinsics_from_yaml`: what ``camera_calibration`` writes, or a flat K) is read with the
+same rule.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import yaml
 
 Size = tuple[int, int]  # (width, height)
 
@@ -343,6 +347,88 @@ def camera_info_intrinsics(msg: Any, source: str = "auto", image_size: Sequence[
     return CameraIntrinsics(K=K, size=(width, height), source=which)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Calibration files
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _CalibrationFile:
+    """A calibration file's contents under CameraInfo's field names, for :func:`camera_info_intrinsics`."""
+
+    k: np.ndarray
+    p: np.ndarray
+    d: np.ndarray
+    width: int
+    height: int
+    binning_x: int = 0
+    binning_y: int = 0
+
+
+def _numbers(path: Path, value: Any, name: str, count: int | None) -> np.ndarray:
+    """``value`` (a list, or a ``{data: [...]}`` mapping as ``camera_calibration`` writes) as a flat float array."""
+    if isinstance(value, dict):
+        value = value.get("data")
+    try:
+        arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: {name} must be a list of numbers, got {value!r}") from None
+    if count is not None and arr.size != count:
+        raise ValueError(f"{path}: {name} must hold {count} numbers, got {arr.size}")
+    return arr
+
+
+def intrinsics_from_yaml(path: Any, source: str = "auto") -> CameraIntrinsics:
+    """The intrinsics in a calibration YAML, read with the CameraInfo rule (:func:`camera_info_intrinsics`: ``P``
+    when valid, else ``K``, or ``source``; the same plausibility checks).
+
+    Formats:
+
+    - ROS ``camera_calibration`` / ``camera_info_manager`` (what ``cameracalibrator`` writes): ``image_width``,
+      ``image_height``, ``camera_matrix: {rows: 3, cols: 3, data: [9 numbers]}``, and optionally
+      ``projection_matrix: {rows: 3, cols: 4, data: [12 numbers]}`` and ``distortion_coefficients: {data: [...]}``;
+    - flat: ``width``, ``height`` and ``K: [9 numbers]`` (or ``k``), or ``fx``, ``fy``, ``cx``, ``cy``; optionally
+      ``P: [12 numbers]`` (or ``p``) and ``D``.
+
+    Without a projection matrix ``P = [K | 0]``. Pixel coordinates as CameraInfo's (origin at the centre of the
+    top-left pixel).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not YAML, or a field missing or malformed (named, with the file).
+        CameraInfoError: implausible intrinsics (each problem's message names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"calibration file not found: {path}")
+    try:
+        d = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a YAML file: {exc}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: not a calibration YAML (expected a mapping, got {type(d).__name__})")
+    width, height = d.get("image_width", d.get("width")), d.get("image_height", d.get("height"))
+    if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
+        raise ValueError(f"{path}: image_width/image_height (or width/height) must be positive integers, got "
+                         f"{width!r} x {height!r}")
+    if "camera_matrix" in d:
+        k = _numbers(path, d["camera_matrix"], "camera_matrix", 9)
+    elif "K" in d or "k" in d:
+        k = _numbers(path, d.get("K", d.get("k")), "K", 9)
+    elif all(name in d for name in ("fx", "fy", "cx", "cy")):
+        fx, fy, cx, cy = (_numbers(path, [d[n]], n, 1)[0] for n in ("fx", "fy", "cx", "cy"))
+        k = np.array([fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0])
+    else:
+        raise ValueError(f"{path}: not a calibration YAML: it needs camera_matrix (camera_calibration format), or K, "
+                         f"or fx, fy, cx, cy (found keys: {', '.join(map(str, d)) or 'none'})")
+    p_value = d.get("projection_matrix", d.get("P", d.get("p")))
+    p = (np.hstack([k.reshape(3, 3), np.zeros((3, 1))]).reshape(-1) if p_value is None
+         else _numbers(path, p_value, "projection_matrix", 12))
+    dist = _numbers(path, d.get("distortion_coefficients", d.get("D", d.get("d", []))), "distortion", None)
+    try:
+        return camera_info_intrinsics(_CalibrationFile(k, p, dist, width, height), source)
+    except CameraInfoError as exc:
+        raise CameraInfoError([Problem(q.key, f"{path}: {q.message}") for q in exc.problems]) from None
+
+
 __all__ = [
     "ASPECT_RANGE",
     "CameraInfoError",
@@ -358,6 +444,7 @@ __all__ = [
     "crop_K",
     "flip_K",
     "intrinsics_from_normalised",
+    "intrinsics_from_yaml",
     "intrinsics_problems",
     "network_K",
     "normalise_K",

@@ -160,6 +160,7 @@ def main(argv=None) -> int:
     import cv2
     import numpy as np
 
+    from dna_depth_core.camera import pixel_K
     from dna_depth_core.data import rosbag as rb
     from dna_depth_core.evaluation import evaluate_depth
     from dna_depth_core.training.config import load_config
@@ -214,7 +215,7 @@ def main(argv=None) -> int:
     frames = [(int(fr.stamps[i]), fr.images[i]) for i in sel]
 
     def K_of(rgb):
-        return rb.pixel_K(fr.K_norm, (rgb.shape[1], rgb.shape[0]))
+        return pixel_K(fr.K_norm, (rgb.shape[1], rgb.shape[0]))
 
     camera_height = args.camera_height if args.camera_height is not None else (1.65 if synthetic else None)
     results = {}

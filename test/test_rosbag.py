@@ -1,4 +1,5 @@
-"""Training data straight from ROS bags (issue 5): dna_depth_core.data.rosbag and its commands.
+"""Training data straight from ROS bags: dna_depth_core.data.rosbag (frames, pairing, dataset, extract, write,
+info) and its commands. Damaged bags: test_rosbag_damage.py.
 
 Bags are written in tmp dirs: one from the real kitti_tiny frames of ../shared (CameraInfo from P_rect_02 of its
 calibration, 10 Hz header stamps from its timestamps.txt), and small synthetic drives. Nothing is committed.
@@ -6,8 +7,6 @@ calibration, 10 Hz header stamps from its timestamps.txt), and small synthetic d
 from __future__ import annotations
 
 import argparse
-import shutil
-import warnings
 from datetime import datetime
 
 import numpy as np
@@ -81,6 +80,7 @@ def test_kitti_bag_triplets_and_intrinsics_match_kitti_dataset(kitti_bag):
     img = topics[rb.DEFAULT_IMAGE_TOPIC]
     assert img["count"] == 7 and img["encodings"] == ["compressed:png"] and 9.0 < img["rate_hz"] < 10.5
     assert topics[rb.DEFAULT_CAMERA_INFO_TOPIC]["sizes"] == [(1242, 375)]
+    assert topics[rb.DEFAULT_CAMERA_INFO_TOPIC]["K_source"] == "P"
 
     ds = rb.BagDataset([path], H, W, num_scales=2, is_train=False, val_fraction=0.0)
     assert ds.bags[0].original_size == (1242, 375)
@@ -88,20 +88,24 @@ def test_kitti_bag_triplets_and_intrinsics_match_kitti_dataset(kitti_bag):
     assert [s.target for s in ds.samples] == [1, 2, 3, 4, 5]
     assert all(s.frames == {0: s.target, -1: s.target - 1, 1: s.target + 1} for s in ds.samples)
 
-    # intrinsics rescaled from 1242x375 to the training size, per scale
+    # normalised intrinsics in camera.py's convention (origin at the image corner: cx_n = (cx + 0.5) / W), the
+    # values of KITTI's P_rect_02 (1-based: cx0 = cx - 1), written out by hand
+    P = read_calib_file(root / "2011_09_26" / "calib_cam_to_cam.txt")["P_rect_02"].reshape(3, 4)
+    expect = np.array([[P[0, 0] / 1242, 0, (P[0, 2] - 1 + 0.5) / 1242],
+                       [0, P[1, 1] / 375, (P[1, 2] - 1 + 0.5) / 375], [0, 0, 1]])
+    np.testing.assert_allclose(ds.bags[0].K_norm, expect, rtol=1e-12)
+    np.testing.assert_allclose(ds.normalised_K(ds.entries[0], (W, H)), expect, rtol=1e-12)
+    # focal lengths per scale (the principal point's scaling is the base class's, tested with it)
     item = ds[0]
     for s in (0, 1):
         w, h = W >> s, H >> s
-        expect = np.array([[K[0, 0] * w / 1242, 0, K[0, 2] * w / 1242], [0, K[1, 1] * h / 375, K[1, 2] * h / 375],
-                           [0, 0, 1]])
-        np.testing.assert_allclose(item["K"][s].numpy(), expect, rtol=1e-5)
-        np.testing.assert_allclose(item["inv_K"][s].numpy(), np.linalg.inv(expect), rtol=1e-4)
+        assert float(item["K"][s][0, 0]) == pytest.approx(P[0, 0] * w / 1242, rel=1e-6)
+        assert float(item["K"][s][1, 1]) == pytest.approx(P[1, 1] * h / 375, rel=1e-6)
+        np.testing.assert_allclose(item["inv_K"][s].numpy() @ item["K"][s].numpy(), np.eye(3), atol=1e-5)
 
-    # the same sample as the KITTI folder reader gives (calibration intrinsics, same resize)
+    # the same frames as the KITTI folder reader gives (same resize rule)
     kd = KittiDataset(root, [f"{DRIVE} 1 l"], H, W, num_scales=2, is_train=False, use_calib=True)
     ref = kd[0]
-    for s in (0, 1):
-        np.testing.assert_allclose(item["K"][s].numpy(), ref["K"][s].numpy(), rtol=1e-5)
     for fid in (0, -1, 1):
         assert item["color"][fid].shape == (3, H, W)
         assert torch.equal(item["color"][fid], ref["color"][fid])
@@ -111,6 +115,27 @@ def test_kitti_bag_triplets_and_intrinsics_match_kitti_dataset(kitti_bag):
     flipped = [aug[i] for i in range(len(aug)) if bool(aug[i]["do_flip"])]
     assert flipped, "seeded draws give at least one flip among 5 samples"
     assert abs(float(flipped[0]["K"][0][0, 2]) - (W - 1 - float(item["K"][0][0, 2]))) < 1e-3
+
+
+def test_camera_info_P_first_then_K_on_request(tmp_path):
+    """The bag path reads CameraInfo with camera.py's rule: P (the rectified camera) when valid, K on request."""
+    K = np.array([[100.0, 0, 47.5], [0, 100.0, 15.5], [0, 0, 1]])
+    P = np.array([[95.0, 0, 46.0, 0], [0, 96.0, 16.0, 0], [0, 0, 1, 0]])
+    path = tmp_path / "kp_bag"
+    rgb = np.random.default_rng(0).integers(0, 256, (32, 96, 3), dtype=np.uint8)
+    with rb.ImageBagWriter(path, storage="sqlite3") as w:
+        for i in range(3):
+            w.write(10**12 + i * 10**8, np.roll(rgb, 5 * i, axis=1), K, P=P)
+    fr = rb.read_bag_frames(path)
+    assert fr.intrinsics.source == "P"
+    np.testing.assert_allclose(fr.K_norm, [[95 / 96, 0, 46.5 / 96], [0, 96 / 32, 16.5 / 32], [0, 0, 1]], rtol=1e-12)
+    fr_k = rb.read_bag_frames(path, intrinsics_source="K")
+    assert fr_k.intrinsics.source == "K"
+    np.testing.assert_allclose(fr_k.K_norm, [[100 / 96, 0, 48 / 96], [0, 100 / 32, 16 / 32], [0, 0, 1]], rtol=1e-12)
+    ds = rb.BagDataset([path], 16, 48, num_scales=1, val_fraction=0.0, static_threshold=0.0,
+                       intrinsics_source="K")
+    assert float(ds[0]["K"][0][0, 0]) == pytest.approx(50.0) and float(ds[0]["K"][0][1, 1]) == pytest.approx(50.0)
+    assert "(from P)" in rb.format_bag_info(rb.bag_info([path]))
 
 
 def write_ros1_bag(path, root_files_stamps_K):
@@ -196,57 +221,6 @@ def test_static_frames_are_skipped(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------
-# damage
-# ------------------------------------------------------------------------------------------------------------
-def test_truncated_mcap_names_bag_and_place_and_keeps_earlier_messages(synth_bags, tmp_path):
-    bad = tmp_path / "cut_bag"
-    shutil.copytree(synth_bags["mcap"], bad)
-    f = next(bad.glob("*.mcap"))
-    f.write_bytes(f.read_bytes()[: int(f.stat().st_size * 0.6)])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(rb.BagReadError) as ei:
-            rb.read_bag_frames(bad)
-        err = ei.value
-        assert "cut_bag" in str(err) and "damaged" in str(err) and "messages read before the damage" in str(err)
-        assert err.index > 0 and err.timestamp is not None and str(err.timestamp / 1e9)[:6] in str(err)
-        assert err.frames is not None and 3 <= len(err.frames) < 16
-        with pytest.warns(UserWarning, match="before the damage"):
-            ds = rb.BagDataset([bad], 32, 96, num_scales=1, val_fraction=0.0, on_damage="keep")
-        assert len(ds.bags[0]) == len(err.frames) and ds.bags[0].damaged
-        info = rb.bag_info([bad])[0]
-    assert info["damaged"] and "cut_bag" in info["damaged"]
-
-
-def test_corrupt_message_and_unreadable_sqlite(tmp_path, synth_bags):
-    path = tmp_path / "corrupt_bag"
-    rgb = np.full((32, 96, 3), 128, np.uint8)
-    rgb[:, ::7] = 20
-    K = np.array([[50.0, 0, 47.5], [0, 50, 15.5], [0, 0, 1]])
-    t0 = 1_000_000_000_000
-    with rb.ImageBagWriter(path, storage="sqlite3") as w:
-        for i in range(6):
-            w.write(t0 + i * 100_000_000, np.roll(rgb, 3 * i, axis=1), K)
-        T = w.ts.types
-        broken = T["sensor_msgs/msg/Image"](header=w._header(t0 + 600_000_000), height=32, width=96, encoding="rgb8",
-                                           is_bigendian=0, step=288, data=np.zeros(100, np.uint8))
-        w.writer.write(w.c_img, t0 + 600_000_000, w.ts.serialize_cdr(broken, "sensor_msgs/msg/Image"))
-        w.write(t0 + 700_000_000, rgb, K)
-    with pytest.raises(rb.BagReadError, match=r"corrupt_bag: image message \d+ .*1000\.600000 s.*cannot be decoded"):
-        rb.read_bag_frames(path)
-    with pytest.warns(UserWarning):
-        fr = rb.read_bag_frames(path, on_damage="keep")
-    assert len(fr) == 6 and fr.K_norm is not None
-
-    cut = tmp_path / "cut_sqlite"
-    shutil.copytree(synth_bags["sqlite3"], cut)
-    f = next(cut.glob("*.db3"))
-    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-    with pytest.raises(rb.BagReadError, match="cut_sqlite.*cannot be opened"):
-        rb.read_bag_frames(cut)
-
-
-# ------------------------------------------------------------------------------------------------------------
 # calibration override, extract, commands, training
 # ------------------------------------------------------------------------------------------------------------
 def test_calibration_yaml_overrides_camera_info(kitti_bag, tmp_path):
@@ -254,12 +228,15 @@ def test_calibration_yaml_overrides_camera_info(kitti_bag, tmp_path):
     calib = tmp_path / "cam.yaml"
     calib.write_text("image_width: 1000\nimage_height: 500\ncamera_matrix:\n  rows: 3\n  cols: 3\n"
                      "  data: [800, 0, 499.5, 0, 800, 249.5, 0, 0, 1]\n")
-    ds = rb.BagDataset([path], H, W, num_scales=1, val_fraction=0.0, calibration=calib)
-    np.testing.assert_allclose(ds[0]["K"][0].numpy(), [[256, 0, 159.84], [0, 153.6, 47.904], [0, 0, 1]], rtol=1e-5)
+    with pytest.warns(UserWarning, match="cam.yaml describes 1000x500 images but the images are 1242x375"):
+        ds = rb.BagDataset([path], H, W, num_scales=1, val_fraction=0.0, calibration=calib)
+    # the calibration's camera, centred: cx_n = (499.5 + 0.5) / 1000
+    np.testing.assert_allclose(ds.bags[0].K_norm, [[0.8, 0, 0.5], [0, 1.6, 0.5], [0, 0, 1]], rtol=1e-12)
+    assert float(ds[0]["K"][0][0, 0]) == pytest.approx(256.0) and float(ds[0]["K"][0][1, 1]) == pytest.approx(153.6)
 
 
 def test_extract_writes_a_kitti_folder_that_trains_the_same(kitti_bag, tmp_path):
-    path, _, _ = kitti_bag
+    path, root, K = kitti_bag
     from dna_depth_core.commands import bag_extract
 
     p = argparse.ArgumentParser()
@@ -271,13 +248,21 @@ def test_extract_writes_a_kitti_folder_that_trains_the_same(kitti_bag, tmp_path)
     assert lines == [f"kitti_tiny_bag/kitti_tiny_bag_drive_0001_sync {i} l" for i in (1, 2)]
     val = (tmp_path / "cache" / "splits" / "val_files.txt").read_text().split()
     assert val == ["kitti_tiny_bag/kitti_tiny_bag_drive_0001_sync", "5", "l"]
+    # the calibration written back is KITTI's own (1-based) P_rect_02 at the recorded size
+    calib = read_calib_file(tmp_path / "cache" / "kitti_tiny_bag" / "calib_cam_to_cam.txt")
+    kitti = read_calib_file(root / "2011_09_26" / "calib_cam_to_cam.txt")
+    np.testing.assert_allclose(calib["P_rect_02"].reshape(3, 4)[:, :3], kitti["P_rect_02"].reshape(3, 4)[:, :3],
+                               rtol=1e-12)
+    np.testing.assert_array_equal(calib["S_rect_02"], [1242, 375])
     kd = KittiDataset(tmp_path / "cache", lines, H, W, num_scales=2, use_calib=True)
     bd = rb.BagDataset([path], H, W, num_scales=2, val_fraction=0.4)
+    ref = KittiDataset(root, [f"{DRIVE} 2 l"], H, W, num_scales=2, use_calib=True)[0]
     assert len(bd) == len(kd) == 2
     a, b = kd[1], bd[1]
-    for s in (0, 1):
-        np.testing.assert_allclose(a["K"][s].numpy(), b["K"][s].numpy(), rtol=1e-5, atol=1e-4)
-    assert torch.equal(a["color"][1], b["color"][1])
+    for s in (0, 1):  # the cache trains with the intrinsics of the original KITTI folder
+        np.testing.assert_allclose(a["K"][s].numpy(), ref["K"][s].numpy(), rtol=1e-6)
+    for fid in (0, -1, 1):
+        assert torch.equal(a["color"][fid], b["color"][fid]) and torch.equal(a["color"][fid], ref["color"][fid])
 
 
 def test_bag_info_and_synth_commands(tmp_path, capsys):

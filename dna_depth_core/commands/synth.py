@@ -17,7 +17,7 @@ Render a procedural street drive by ray casting (numpy), in the KITTI raw layout
   OUT/splits/DATE_drive_XXXX_sync.txt                  frames with both neighbours
 
 With --bag OUT_BAG it writes the drive as a ROS 2 bag instead (sensor_msgs/Image rgb8 + CameraInfo at --fps,
-and the exact depth as 32FC1 on /camera/depth_gt; --storage mcap or sqlite3):
+and the exact depth as 32FC1 on /camera/depth_gt; --storage mcap (chunks with CRCs) or sqlite3):
   dna-depth synth --bag data/synth_bag --frames 300 --width 320 --height 96
 
 Use another --seed (and --drive) for a held-out drive, e.g.:
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from dna_depth_core.data.synthetic import DEFAULT_DATE, render_drive
 
     if args.bag:
-        from dna_depth_core.data.rosbag import write_synthetic_bag
+        from dna_depth_core.data.rosbag import write_synthetic_bag  # optional dependency: rosbags (extra "bags")
 
         info = write_synthetic_bag(args.bag, args.frames, seed=args.seed, width=args.width, height=args.height,
                                    fps=args.fps, storage=args.storage, ss=args.ss, compressed=args.compressed,

@@ -662,7 +662,9 @@ class DriveInfo:
         return self.root / self.folder
 
 
-def _fmt(values) -> str:
+def format_calib_values(values) -> str:
+    """Numbers as the value list of a KITTI calibration-file line (``KEY: v1 v2 ...``): space-separated, ``%.12e``,
+    a matrix row by row."""
     return " ".join(f"{float(v):.12e}" for v in np.asarray(values, np.float64).ravel())
 
 
@@ -677,14 +679,14 @@ def calib_cam_to_cam_text(width: int, height: int) -> str:
         P = np.hstack([K1, K1 @ np.array([[tx], [0.0], [0.0]])])
         rect = rectification() if cam == 0 else np.eye(3)
         lines += [
-            f"S_{cam:02d}: {_fmt([width, height])}",
-            f"K_{cam:02d}: {_fmt(K1)}",
-            f"D_{cam:02d}: {_fmt(np.zeros(5))}",
-            f"R_{cam:02d}: {_fmt(np.eye(3))}",
-            f"T_{cam:02d}: {_fmt([-tx, 0.0, 0.0])}",
-            f"S_rect_{cam:02d}: {_fmt([width, height])}",
-            f"R_rect_{cam:02d}: {_fmt(rect)}",
-            f"P_rect_{cam:02d}: {_fmt(P)}",
+            f"S_{cam:02d}: {format_calib_values([width, height])}",
+            f"K_{cam:02d}: {format_calib_values(K1)}",
+            f"D_{cam:02d}: {format_calib_values(np.zeros(5))}",
+            f"R_{cam:02d}: {format_calib_values(np.eye(3))}",
+            f"T_{cam:02d}: {format_calib_values([-tx, 0.0, 0.0])}",
+            f"S_rect_{cam:02d}: {format_calib_values([width, height])}",
+            f"R_rect_{cam:02d}: {format_calib_values(rect)}",
+            f"P_rect_{cam:02d}: {format_calib_values(P)}",
         ]
     return "\n".join(lines) + "\n"
 
@@ -694,7 +696,7 @@ def calib_velo_to_cam_text() -> str:
     R, T = velodyne_extrinsics()
     return (
         "calib_time: 01-Jan-2000 00:00:00 (synthetic)\n"
-        f"R: {_fmt(R)}\nT: {_fmt(T)}\ndelta_f: 0.0 0.0\ndelta_c: 0.0 0.0\n"
+        f"R: {format_calib_values(R)}\nT: {format_calib_values(T)}\ndelta_f: 0.0 0.0\ndelta_c: 0.0 0.0\n"
     )
 
 
@@ -863,7 +865,7 @@ def render_drive(
 
     with open(drive_dir / "poses.txt", "w") as f:
         for p in poses:
-            f.write(_fmt(p[:3, :4]) + "\n")
+            f.write(format_calib_values(p[:3, :4]) + "\n")
     split_lines = [f"{folder} {i} l" for i in range(1, frames - 1)]
     split_file = root / "splits" / f"{date}_drive_{drive:04d}_sync.txt"
     split_file.write_text("".join(line + "\n" for line in split_lines))
