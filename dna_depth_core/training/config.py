@@ -22,6 +22,7 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
+from dna_depth_core.camera import INTRINSICS_SOURCES
 from dna_depth_core.models.pose import list_pose_models
 
 DEVICES_HELP = "auto (CUDA when present), cpu, cuda, cuda:N"
@@ -71,6 +72,7 @@ class TrainConfig:
     image_topic: Optional[str] = None         # sensor_msgs/Image or CompressedImage (null: the bag's only one)
     camera_info_topic: Optional[str] = None   # sensor_msgs/CameraInfo (null: the bag's only one)
     calibration: Optional[str] = None         # calibration YAML overriding the CameraInfo intrinsics
+    intrinsics_source: str = "auto"           # CameraInfo matrix: auto (P when set, else K) | K | P
     frame_spacing: float = 0.1                # seconds between a target and its neighbour frames
     static_threshold: float = 0.01            # skip targets whose mean abs grey change to a source is below this
     val_fraction: float = 0.1                 # the last part of each bag (by time) is validation
@@ -138,6 +140,8 @@ class TrainConfig:
         need(0 <= self.ssim_weight <= 1, "ssim_weight", "must be in [0, 1]")
         need(self.smoothness_weight >= 0, "smoothness_weight", "must be >= 0")
         need(self.num_workers >= 0, "num_workers", "must be >= 0")
+        need(self.intrinsics_source in INTRINSICS_SOURCES, "intrinsics_source",
+             f"must be one of {', '.join(INTRINSICS_SOURCES)}")
         need(self.batch_size >= 1, "batch_size", "must be >= 1")
         need(self.num_epochs >= 1, "num_epochs", "must be >= 1")
         need(self.learning_rate > 0, "learning_rate", "must be > 0")

@@ -105,7 +105,8 @@ def dataset_from_config(cfg, split_file: str | None, is_train: bool) -> BagDatas
     return BagDataset(list(cfg.bags), cfg.height, cfg.width, frame_ids=tuple(cfg.frame_ids),
                       num_scales=cfg.num_scales, is_train=is_train and cfg.augment, part=part,
                       image_topic=cfg.image_topic, camera_info_topic=cfg.camera_info_topic,
-                      calibration=cfg.calibration, frame_spacing=cfg.frame_spacing,
+                      calibration=cfg.calibration, intrinsics_source=cfg.intrinsics_source,
+                      frame_spacing=cfg.frame_spacing,
                       static_threshold=cfg.static_threshold, val_fraction=cfg.val_fraction,
                       on_damage=cfg.bag_on_damage, seed=cfg.seed)
 
