@@ -71,7 +71,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from dna_depth_core.backends import OnnxBackend
-    from dna_depth_core.checkpoint import load_checkpoint
+    from dna_depth_core.io.checkpoint import load_checkpoint
     from dna_depth_core.data.kitti import image_path, load_image, parse_split_line
     from dna_depth_core.evaluation import aggregate, evaluate_depth, evaluate_model, load_gt_depth
     from dna_depth_core.export import export_onnx, find_calibration_images, quantize_onnx_int8

@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     from dna_depth_core.evaluation import evaluate_model, export_gt
     from dna_depth_core.training import load_config, train
     from dna_depth_core.training.trainer import build_depth_net
-    from dna_depth_core.checkpoint import load_checkpoint
+    from dna_depth_core.io.checkpoint import load_checkpoint
 
     t_all, cpu_all = time.perf_counter(), _cpu_seconds()
     load_start = list(os.getloadavg())

@@ -83,7 +83,7 @@ def check_input(x: Any, name: str = "x") -> np.ndarray:
 
 def load_network(path: Any):
     """The DepthNet of a checkpoint path, with errors that name what is wrong (no path, missing file, bad file)."""
-    from dna_depth_core.checkpoint import load_checkpoint
+    from dna_depth_core.io.checkpoint import load_checkpoint
 
     if path is None or not os.fspath(path):
         raise ValueError("weights: no checkpoint path given")

@@ -264,7 +264,7 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
         backend = OnnxBackend(task["onnx_int8"] if spec.dtype == "int8" else task["onnx"], device=str(device),
                               threads=threads)
     else:
-        from dna_depth_core.checkpoint import load_checkpoint
+        from dna_depth_core.io.checkpoint import load_checkpoint
 
         net = load_checkpoint(task["checkpoint"], map_location="cpu")
         backend = TorchBackend(net, device=device, dtype=spec.dtype, channels_last=spec.channels_last,
@@ -363,7 +363,7 @@ def _prepare_model(name: str, height: int, width: int, batch: int, workdir: str,
                    ) -> dict[str, Any]:
     import torch
 
-    from dna_depth_core.checkpoint import load_checkpoint, save_checkpoint
+    from dna_depth_core.io.checkpoint import load_checkpoint, save_checkpoint
     from dna_depth_core.models.registry import build_model
     from dna_depth_core.profiling import profile_model
 

@@ -99,7 +99,7 @@ def _load_net(source: Any) -> tuple[DepthNet, dict[str, Any]]:
         if not isinstance(getattr(source, "config", None), DepthConfig):
             raise ValueError("net: expected a dna_depth_core DepthNet (a module with a DepthConfig 'config')")
         return source, {}
-    from dna_depth_core.checkpoint import checkpoint_metadata, load_checkpoint
+    from dna_depth_core.io.checkpoint import checkpoint_metadata, load_checkpoint
 
     path = os.fspath(source)
     net = load_checkpoint(path, map_location="cpu")

@@ -245,7 +245,7 @@ def test_onnx_export_reproduces_the_authors_reference(tmp_path):
     the authors' scale-0 disparity of expected.npz (their input, 192x640)."""
     from conftest import require_shared
     from dna_depth_core.export import export_onnx
-    from dna_depth_core.official import load_official_depth
+    from dna_depth_core.io.official import load_official_depth
 
     ref_dir = require_shared("reference/official_b0")
     net = load_official_depth(str(ref_dir), "dna_b0")

@@ -28,7 +28,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from dna_depth_core.checkpoint import load_checkpoint
+    from dna_depth_core.io.checkpoint import load_checkpoint
     from dna_depth_core.backends import resolve_device
     from dna_depth_core.data.kitti import read_split_file
     from dna_depth_core.evaluation import (METRIC_NAMES, evaluate_model, format_table_header, format_table_row,

@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from dna_depth_core.backends import resolve_device
-    from dna_depth_core.checkpoint import load_checkpoint
+    from dna_depth_core.io.checkpoint import load_checkpoint
     from dna_depth_core.predict import find_images, predict_paths
 
     device = resolve_device(args.device)

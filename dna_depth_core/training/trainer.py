@@ -54,7 +54,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from dna_depth_core.checkpoint import read_checkpoint, save_checkpoint
+from dna_depth_core.io.checkpoint import read_checkpoint, save_checkpoint
 from dna_depth_core.io.atomic import atomic_write
 from dna_depth_core.geometry import invert_pose, pose_vec_to_mat
 from dna_depth_core.losses import SelfSupervisedLoss
