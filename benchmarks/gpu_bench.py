@@ -228,7 +228,7 @@ def main(argv=None) -> int:
                         report["results"].append(row)
                         continue
                     if model not in ort_backends:  # one dynamic export and session per model, reused
-                        from dna_depth_core.export import export_to_bytes
+                        from dna_depth_core.io.onnx_format import export_to_bytes
 
                         data = export_to_bytes(nets[model], dynamic=True)
                         providers = None if device.type == "cuda" else ["CPUExecutionProvider"]

@@ -27,14 +27,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
 from dna_depth_core import geometry
-from dna_depth_core.backends import FACTORIES, TorchBackend, resolve_device  # noqa: F401 (re-exported)
+from dna_depth_core.backends import BACKENDS, TorchBackend, register_backend, resolve_device  # noqa: F401 (re-exported)
 
 SCALE_MODES = ("none", "fixed", "camera_height")
 OUTPUT_MODES = ("input", "network")
@@ -278,20 +278,6 @@ class GroundPlaneScale:
         self.rejected_in_a_row = 0
         self.updates += 1
         return self.scale
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Backends
-# ----------------------------------------------------------------------------------------------------------------
-#: Inference backends by name: a callable ``(checkpoint, device, fp16) -> backend`` whose result has ``config``
-#: (a DepthConfig with height, width, min_depth, max_depth), ``device``, ``fp16``, ``name``, ``supports_size(h, w)``
-#: and ``__call__(x (1, 3, h, w) float32) -> disparity (1, 1, h, w) float32`` (see dna_depth_core.backends).
-#: ``auto`` picks the one measured fastest at fp32 accuracy: onnxruntime on the CPU, torch on CUDA.
-BACKENDS: dict[str, Callable[..., Any]] = dict(FACTORIES)
-
-
-def register_backend(name: str, factory: Callable[..., Any]) -> None:
-    BACKENDS[name] = factory
 
 
 # ----------------------------------------------------------------------------------------------------------------
