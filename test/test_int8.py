@@ -266,6 +266,7 @@ def test_export_command_int8(checkpoint, calib_dir, tmp_path, capsys, monkeypatc
     assert read_onnx_metadata(out)["precision"] == "int8" and [p.name for p in tmp_path.iterdir()] == [out.name]
     assert OnnxBackend(str(out), providers=["CPUExecutionProvider"], threads=1)(_images(1, H, W)).shape == (1, 1, H, W)
     for bad, msg in [(["--int8"], "needs --calibration"), (["--calibration", str(calib_dir)], "are for --int8"),
+                     (["--calibration-resize", "crop"], "are for --int8"),
                      (["--int8", "--dynamic", "--calibration", str(calib_dir)], "static model"),
                      (["--int8", "--calibration", str(tmp_path / "nothing")], "calibration images not found")]:
         assert cli_main(["export-onnx", "--weights", str(checkpoint), "--out", str(tmp_path / "x.onnx"), *bad]) == 2
