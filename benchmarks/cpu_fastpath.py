@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """CPU fast path: which way of running the network is fastest on this CPU, and how close it gets to the FLOP limit.
 
-Variants (each in a fresh process, same seeded weights, batch 1, see dna_depth_core/benchmark.py for the method):
+Variants (each in a fresh process, same seeded weights, batch 1, see dna_depth_core/benchmark/__init__.py for the method):
 
   torch               fp32 eager, NCHW (the reference for the disparity differences)
   torch+cl            fp32 eager, channels_last (NHWC)
@@ -34,9 +34,8 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dna_depth_core.benchmark import bench, format_header, format_table, write_report  # noqa: E402
+from dna_depth_core.benchmark import bench, format_header, format_table, to_markdown, write_report
+from dna_depth_core.io.atomic import write_text
 
 ALL_VARIANTS = ("torch,torch+cl,torch+compile,torch+cl+compile,onnxruntime,onnxruntime+int8,torch+bf16,"
                 "torch+cl+bf16")
@@ -158,10 +157,9 @@ def main(argv=None) -> int:
     os.makedirs(args.out_dir, exist_ok=True)
     base = os.path.join(args.out_dir, f"cpu_fastpath_{tag}")
     title = f"CPU fast path {args.width}x{args.height} ({tag})"
-    write_report(report, base + ".json", base + ".md", title=title)
+    write_report(report, base + ".json", title=title)
     text = summary_text(report["summary"])
-    with open(base + ".md", "a") as f:
-        f.write("\n### Summary\n\n```\n" + text + "\n```\n")
+    write_text(base + ".md", to_markdown(report, title) + "\n### Summary\n\n```\n" + text + "\n```\n")
     if args.final:
         # The issue's `dna-depth bench --models dna_b0,dna_b1,monodepth2_r18 --backends torch,onnxruntime` table,
         # from the same run (same processes, same machine state).

@@ -20,20 +20,7 @@ export PYTHONDONTWRITEBYTECODE=1
 {
   echo "== $(date -u +%FT%TZ) $(hostname)"
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
-  "$PY" - <<'PY' || true
-import importlib
-for m in ("torch", "timm", "onnx", "onnxruntime", "numpy"):
-    try:
-        mod = importlib.import_module(m)
-        extra = ""
-        if m == "torch":
-            extra = f" cuda={mod.version.cuda} available={mod.cuda.is_available()}"
-        if m == "onnxruntime":
-            extra = f" providers={mod.get_available_providers()}"
-        print(f"{m} {mod.__version__}{extra}")
-    except Exception as exc:
-        print(f"{m}: not importable ({type(exc).__name__}: {exc})")
-PY
+  "$PY" -m dna_depth_core.machine --device cuda || true   # CPU, GPU, CUDA/cuDNN and library versions (JSON)
 } | tee "$OUT_DIR/environment.txt"
 EXTRA=()
 if [[ "${GPU_BENCH_COMPILE:-0}" == "1" ]]; then EXTRA+=(--compile); fi

@@ -27,22 +27,20 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from dna_depth_core.backends import OnnxBackend, TorchBackend  # noqa: E402
-from dna_depth_core.models.registry import build_model  # noqa: E402
-from dna_depth_core.profiling import profile_model  # noqa: E402
+from dna_depth_core import machine
+from dna_depth_core.backends import OnnxBackend, TorchBackend, available_providers
+from dna_depth_core.io.atomic import write_text
+from dna_depth_core.io.onnx_format import export_to_bytes
+from dna_depth_core.models.registry import build_model
+from dna_depth_core.profiling import profile_model
 
 MODELS = ("dna_b0", "dna_b1", "monodepth2_r18")
 SIZES = ((192, 640), (320, 1024))
@@ -100,46 +98,17 @@ def measure(backend, x_host: np.ndarray, device: torch.device, warmup: int, iter
     return r, out
 
 
-def machine(device: torch.device) -> dict:
-    info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
-            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
-    for mod in ("timm", "onnx", "onnxruntime"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001
-            info[mod] = None
-    try:
-        import onnxruntime as ort
-
-        info["onnxruntime_providers"] = ort.get_available_providers()
-    except Exception:  # noqa: BLE001
-        info["onnxruntime_providers"] = []
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        p = torch.cuda.get_device_properties(device)
-        info["gpu_memory_gb"] = round(p.total_memory / 2**30, 1)
-        info["gpu_sms"] = p.multi_processor_count
-        try:
-            info["nvidia_smi"] = subprocess.run(
-                ["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,power.limit", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=20).stdout.strip()
-        except Exception:  # noqa: BLE001
-            info["nvidia_smi"] = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
-    except OSError:
-        info["cpu"] = None
-    return info
+def describe_machine(device: torch.device) -> dict:
+    """dna_depth_core.machine.describe plus onnxruntime's execution providers (which decide the ort-cuda rows)."""
+    return dict(machine.describe(device), onnxruntime_providers=available_providers())
 
 
 def markdown(report: dict) -> str:
     m = report["machine"]
+    v = m["versions"]
     lines = [f"## GPU benchmark ({m.get('gpu', report['settings']['device'])})", "",
-             f"date {m['date']}; torch {m['torch']} (CUDA {m['cuda']}, cuDNN {m['cudnn']}), timm {m['timm']}, "
-             f"onnxruntime {m['onnxruntime']} ({', '.join(m['onnxruntime_providers'])}); CPU {m['cpu']}; "
+             f"date {m['date']}; torch {v['torch']} (CUDA {m.get('cuda')}, cuDNN {m.get('cudnn')}), timm {v['timm']}, "
+             f"onnxruntime {v['onnxruntime']} ({', '.join(m['onnxruntime_providers'])}); CPU {m['cpu']}; "
              f"wall time {report['wall_s']:.0f} s", "",
              "latency = one call host array -> host disparity (synchronised); GPU ms = network only, device-resident "
              "input (CUDA events); throughput = images/s back to back, device-resident; max |d| = vs fp32.", "",
@@ -180,18 +149,16 @@ def main(argv=None) -> int:
         models, sizes, batches = ("dna_lite0",), ((64, 96),), (1, 2)
     os.makedirs(args.out_dir, exist_ok=True)
     json_path, md_path = os.path.join(args.out_dir, "gpu_bench.json"), os.path.join(args.out_dir, "gpu_bench.md")
-    info = machine(device)
-    have_ort_cuda = "CUDAExecutionProvider" in info["onnxruntime_providers"] and info["onnx"] is not None
+    info = describe_machine(device)
+    have_ort_cuda = "CUDAExecutionProvider" in info["onnxruntime_providers"] and info["versions"]["onnx"] is not None
     report = {"machine": info, "settings": {"device": str(device), "budget_s": args.budget, "warmup": args.warmup,
                                             "iters": args.iters, "max_s": args.max_s, "weights": "seeded random init"},
               "results": []}
 
     def save() -> None:
         report["wall_s"] = time.perf_counter() - t_start
-        with open(json_path, "w") as f:
-            json.dump(report, f, indent=1)
-        with open(md_path, "w") as f:
-            f.write(markdown(report))
+        write_text(json_path, json.dumps(report, indent=1))  # atomic: a run cut short leaves whole files
+        write_text(md_path, markdown(report))
 
     variants = list(VARIANTS if device.type == "cuda" else ("fp32", "ort-cuda"))
     if args.no_ort:
@@ -228,8 +195,6 @@ def main(argv=None) -> int:
                         report["results"].append(row)
                         continue
                     if model not in ort_backends:  # one dynamic export and session per model, reused
-                        from dna_depth_core.export import export_to_bytes
-
                         data = export_to_bytes(nets[model], dynamic=True)
                         providers = None if device.type == "cuda" else ["CPUExecutionProvider"]
                         ort_backends[model] = OnnxBackend(data, providers=providers, device=str(device))

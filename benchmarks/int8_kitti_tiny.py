@@ -9,10 +9,11 @@ For each checkpoint (``--weights``, repeatable):
    MinMax): calibrated on the 7 KITTI frames themselves (calibration set = evaluation set, the optimistic case)
    and on synthetic frames (``--synthetic``, rendered by ``dna-depth synth``: disjoint from the evaluation);
 3. evaluate fp32 and both int8 models on the 7 frames (``image_02``, frames 0..6) against the projected LiDAR
-   (``proj_depth/velodyne/image_02/*.npz``) with the protocol of ``dna_depth_core.evaluation``: the image resized
-   to the network input as ``predict_disparity`` does (bilinear, antialiased), the disparity resized to the ground
-   truth, per-image median scaling, Garg/Eigen crop, depth capped to [1e-3, 80] m; the torch fp32 network is
-   evaluated with ``evaluate_model`` as a cross-check of this pipeline;
+   (``proj_depth/velodyne/image_02/*.npz``) with the protocol of ``dna_depth_core.evaluation``: the image turned
+   into the network input by ``dna_depth_core.preprocess.prepare`` (the rule every dataset, ``evaluate`` and
+   ``DepthEstimator`` apply), the disparity resized to the ground truth (bilinear), per-image median scaling,
+   Garg/Eigen crop, depth capped to [1e-3, 80] m; the torch fp32 network is evaluated with ``evaluate_model`` as a
+   cross-check of this pipeline;
 4. |int8 - fp32| of the scale-0 disparity at the network resolution over all pixels of the 7 frames;
 5. latency: fp32 and int8 (KITTI-calibrated) :class:`OnnxBackend` with ``--threads`` (default 1), ``--warmup``
    calls each, then ``--iters`` rounds alternating fp32/int8 (interleaved, so load changes hit both); median ms.
@@ -30,25 +31,26 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dna_depth_core import machine
+from dna_depth_core.backends import OnnxBackend
+from dna_depth_core.data.kitti import image_path, load_image, parse_split_line
+from dna_depth_core.evaluation import aggregate, evaluate_depth, evaluate_model, load_gt_depth
+from dna_depth_core.export import export_onnx, find_calibration_images, quantize_onnx_int8
+from dna_depth_core.geometry import disp_to_depth
+from dna_depth_core.io.checkpoint import load_checkpoint
+from dna_depth_core.preprocess import prepare
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 DRIVE = "2011_09_26/2011_09_26_drive_0023_sync"
 DEFAULT_DATA = str(REPO.parent / "shared" / "data" / "kitti_tiny")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main(argv=None) -> int:
@@ -64,18 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--no-latency", action="store_true")
     args = ap.parse_args(argv)
-
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
     torch.set_num_threads(args.threads)
-    from dna_depth_core.backends import OnnxBackend
-    from dna_depth_core.checkpoint import load_checkpoint
-    from dna_depth_core.data.kitti import image_path, load_image, parse_split_line
-    from dna_depth_core.evaluation import aggregate, evaluate_depth, evaluate_model, load_gt_depth
-    from dna_depth_core.export import export_onnx, find_calibration_images, quantize_onnx_int8
-    from dna_depth_core.geometry import disp_to_depth
 
     data = str(Path(args.data).resolve())
     n_frames = len(list((Path(data) / DRIVE / "image_02" / "data").glob("*.png")))
@@ -87,13 +78,11 @@ def main(argv=None) -> int:
     synth_files = find_calibration_images(args.synthetic, None)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    load_start = list(os.getloadavg())
+    machine_start = machine.describe()  # the load average at the start, library versions
 
     def net_input(rgb, h, w):
-        # predict_disparity's resize (the evaluation protocol), as a numpy network input
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-        return x.numpy()
+        # The one image-to-input rule (what the datasets, evaluate and DepthEstimator feed the network).
+        return prepare(rgb, (w, h))[0]
 
     def evaluate(backend, xs, cfg):
         disps, per_frame = [], []
@@ -148,7 +137,7 @@ def main(argv=None) -> int:
                 b32(x)
                 b8(x)
             t32, t8 = [], []
-            la0 = list(os.getloadavg())
+            la0 = machine.load_average()
             for _ in range(args.iters):
                 for b, t in ((b32, t32), (b8, t8)):
                     t0 = time.perf_counter()
@@ -161,23 +150,21 @@ def main(argv=None) -> int:
                               "speedup_median": float(np.median(t32) / np.median(t8)),
                               "fp32_samples_ms": [round(v, 1) for v in t32],
                               "int8_samples_ms": [round(v, 1) for v in t8],
-                              "loadavg_before_after": [la0, list(os.getloadavg())]}
+                              "loadavg_before_after": [la0, machine.load_average()]}
         results.append(row)
         print(f"[int8] {name} done", file=sys.stderr, flush=True)
-
-    import onnxruntime
 
     report = {
         "benchmark": "int8_kitti_tiny",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-        "machine": {"cpu": _cpu(), "usable_cores": len(os.sched_getaffinity(0)), "loadavg_start": load_start,
-                    "loadavg_end": list(os.getloadavg())},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "onnxruntime": onnxruntime.__version__, "numpy": np.__version__},
+        "machine": {**{k: v for k, v in machine_start.items() if k != "versions"},
+                    "loadavg_end": machine.load_average()},
+        "versions": machine_start["versions"],
         "data": {"frames": lines, "gt": "proj_depth/velodyne/image_02/*.npz", "synthetic": str(args.synthetic),
                  "synthetic_frames": len(synth_files),
-                 "protocol": "predict_disparity resize, median scaling, Eigen crop, depth in [1e-3, 80] m"},
+                 "protocol": "preprocess.prepare input (stretch), disparity resized bilinearly to the ground truth, "
+                             "median scaling, Eigen crop, depth in [1e-3, 80] m"},
         "results": results,
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -23,11 +23,18 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import resource
 import sys
 import time
 from pathlib import Path
+
+import torch
+
+from dna_depth_core import machine
+from dna_depth_core.evaluation import evaluate_model, export_gt
+from dna_depth_core.io.checkpoint import load_checkpoint
+from dna_depth_core.training import load_config, train
+from dna_depth_core.training.networks import build_depth_net
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVE = "2011_09_26/2011_09_26_drive_0023_sync"
@@ -38,33 +45,6 @@ def _cpu_seconds() -> float:
     """CPU time of this process and its finished children (user + system)."""
     s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
-
-
-def _machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu,
-            "usable_cores": len(os.sched_getaffinity(0)), "load_average": list(os.getloadavg())}
-
-
-def _versions() -> dict:
-    import numpy
-    import torch
-
-    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
-    try:
-        from importlib.metadata import version
-
-        out["dna_depth_core"] = version("dna_depth_core")
-    except Exception:  # noqa: BLE001 - not installed as a distribution
-        pass
-    return out
 
 
 def _metrics(res: dict) -> dict:
@@ -89,15 +69,8 @@ def main(argv=None) -> int:
     ap.add_argument("overrides", nargs="*", help="extra TrainConfig KEY=VALUE overrides")
     args = ap.parse_args(argv)
 
-    import torch
-
-    from dna_depth_core.evaluation import evaluate_model, export_gt
-    from dna_depth_core.training import load_config, train
-    from dna_depth_core.training.networks import build_depth_net
-    from dna_depth_core.checkpoint import load_checkpoint
-
     t_all, cpu_all = time.perf_counter(), _cpu_seconds()
-    load_start = list(os.getloadavg())
+    machine_start = machine.describe()  # the load average at the start, library versions
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     data = str(Path(args.data).resolve())
@@ -169,8 +142,9 @@ def main(argv=None) -> int:
         "benchmark": "kitti_tiny_adapt",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-        "machine": {**_machine(), "load_average_start": load_start},
-        "versions": _versions(),
+        "machine": {**{k: v for k, v in machine_start.items() if k != "versions"},
+                    "loadavg_end": machine.load_average()},
+        "versions": machine_start["versions"],
         "data": {"data_path": data, "drive": DRIVE, "frames": n_frames, "train_targets": train_lines,
                  "eval_frames": all_lines, "gt": "proj_depth/velodyne/image_02/*.npz (velodyne_depth)",
                  "gt_valid_pixels": lidar_points, "gt_shape": list(gt_all[0].shape)},

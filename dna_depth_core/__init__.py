@@ -10,6 +10,6 @@ Public API::
 This package never imports ROS.
 """
 from dna_depth_core.models.registry import build_model, list_models  # noqa: F401
-from dna_depth_core.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401
+from dna_depth_core.io.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401
 
 __version__ = "0.1.0"

@@ -33,6 +33,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from dna_depth_core import geometry
+from dna_depth_core.backends import list_backends
 from dna_depth_core.camera import INTRINSICS_SOURCES, CameraInfoError, CameraIntrinsics, camera_info_intrinsics
 from dna_depth_core.inference import OUTPUT_MODES, RESIZE_MODES, SCALE_MODES, DepthEstimator
 from dna_depth_core.preprocess import fit_image
@@ -68,7 +69,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("backend", "auto", "Inference backend: auto (onnxruntime on the CPU, where it is fastest at fp32 "
               "accuracy; torch on CUDA), torch or onnxruntime (which also takes an exported .onnx as weights, "
               "fp32 or int8 from `dna-depth export-onnx --int8`).",
-              choices=("auto", "torch", "onnxruntime")),
+              choices=tuple(list_backends())),
     ParamSpec("input_height", 0, "Network input height in pixels, a multiple of 32; 0 = the checkpoint's.",
               int_range=(0, 4096)),
     ParamSpec("input_width", 0, "Network input width in pixels, a multiple of 32; 0 = the checkpoint's.",

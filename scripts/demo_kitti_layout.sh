@@ -23,7 +23,7 @@ dna-depth export-gt --data-path "$DATA" --split "$HELD" --out "$OUT/gt_heldout.n
 echo "== 2. the untrained network (the recipe's initialisation: ImageNet Lite0 encoder, offline weights)"
 python - "$OUT/untrained.safetensors" <<'PY'
 import sys
-from dna_depth_core.checkpoint import save_checkpoint
+from dna_depth_core.io.checkpoint import save_checkpoint
 from dna_depth_core.training import load_config
 from dna_depth_core.training.networks import build_depth_net
 cfg = load_config("config/train_synthetic.yaml")

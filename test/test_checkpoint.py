@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 import dna_depth_core
-from dna_depth_core.checkpoint import checkpoint_metadata, load_pose_network, read_checkpoint, save_checkpoint
+from dna_depth_core.io import checkpoint as checkpoint_io
+from dna_depth_core.io.checkpoint import checkpoint_metadata, load_pose_network, read_checkpoint, save_checkpoint
 from dna_depth_core.cli import main as cli_main
 from dna_depth_core.models.pose import PoseNet
 
@@ -109,12 +110,11 @@ def test_save_is_atomic_on_failure(lite_ckpt, tmp_path, monkeypatch):
     target = tmp_path / "keep.safetensors"
     shutil.copy(path, target)
     before = target.read_bytes()
-    import safetensors.torch
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", boom)
+    monkeypatch.setattr(checkpoint_io, "save_file", boom)  # the safetensors writer io.checkpoint calls
     with pytest.raises(OSError):
         save_checkpoint(net, str(target))
     assert target.read_bytes() == before
@@ -220,3 +220,20 @@ def test_pose_network_round_trip_for_each_kind(tmp_path, kind):
     save_checkpoint(net, str(depth_only))
     assert load_pose_network(str(depth_only)) is None
 
+
+
+def test_files_get_the_mode_of_a_plainly_created_file(lite_ckpt, tmp_path):
+    """Atomic writes go through a 0600 temporary file; the result has 0666 minus the umask, like open(..., "w")."""
+    import os
+
+    from dna_depth_core.io.atomic import write_text
+
+    net, _ = lite_ckpt
+    old = os.umask(0o027)
+    try:
+        save_checkpoint(net, str(tmp_path / "m.safetensors"))
+        write_text(tmp_path / "t.txt", "x")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "m.safetensors").st_mode & 0o777 == 0o640
+    assert os.stat(tmp_path / "t.txt").st_mode & 0o777 == 0o640

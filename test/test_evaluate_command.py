@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import dna_depth_core
-from dna_depth_core.checkpoint import save_checkpoint
+from dna_depth_core.io.checkpoint import save_checkpoint
 from dna_depth_core.cli import main as cli_main
 from dna_depth_core.data.synthetic import render_drive
 from dna_depth_core.evaluation import parse_scaling

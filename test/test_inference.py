@@ -10,7 +10,7 @@ import torch
 
 import dna_depth_core
 from dna_depth_core import inference as inf
-from dna_depth_core.backends import FACTORIES, resolve_device
+from dna_depth_core.backends import BACKENDS, register_backend, resolve_device
 from dna_depth_core.camera import centre_crop_box, crop_K, resize_K
 from dna_depth_core.data.synthetic import SyntheticScene, make_trajectory, synthetic_intrinsics
 from conftest import lite0_checkpoint
@@ -236,7 +236,7 @@ def test_camera_height_through_the_estimator_follows_resize_and_intrinsics():
             s = (1.0 / rel - 0.01) / (10.0 - 0.01)
             return s[None, None].astype(np.float32)
 
-    FACTORIES["oracle"] = Oracle
+    register_backend("oracle", Oracle)
     try:
         est = inf.DepthEstimator(None, backend="oracle", scale_mode="camera_height", camera_height=height,
                                  scale_factor=1.0)
@@ -258,7 +258,7 @@ def test_camera_height_through_the_estimator_follows_resize_and_intrinsics():
         out = est2.predict(rgb)
         assert out.scale == 2.0 and not out.metric
     finally:
-        FACTORIES.pop("oracle", None)
+        BACKENDS.pop("oracle", None)
 
 
 def test_plane_fit_rejects_scenes_without_ground():

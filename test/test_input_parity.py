@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from dna_depth_core import camera  # noqa: E402
-from dna_depth_core.backends import FACTORIES  # noqa: E402
+from dna_depth_core.backends import BACKENDS, register_backend  # noqa: E402
 from dna_depth_core.data import rosbag as rb  # noqa: E402
 from dna_depth_core.data.kitti import KittiDataset, read_calib_file  # noqa: E402
 from dna_depth_core.evaluation import evaluate_model  # noqa: E402
@@ -79,9 +79,9 @@ class Recorder:
 @pytest.fixture
 def recorder():
     Recorder.inputs = []
-    FACTORIES["recorder"] = Recorder
+    register_backend("recorder", Recorder)
     yield Recorder
-    FACTORIES.pop("recorder", None)
+    BACKENDS.pop("recorder", None)
 
 
 def test_bag_dataset_feeds_the_same_pixels_and_K(kitti, reference, tmp_path):

@@ -7,7 +7,7 @@ import dna_depth_core
 from dna_depth_core.models.dna_decoder import DNADecoder
 from dna_depth_core.models.layers import ChannelAttention, SeparableConv
 from dna_depth_core.models.pose import PoseNet
-from dna_depth_core.official import load_official_depth, load_official_pose
+from dna_depth_core.io.official import load_official_depth, load_official_pose
 from dna_depth_core.profiling import count_parameters
 
 from conftest import require_shared

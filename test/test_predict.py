@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import dna_depth_core
-from dna_depth_core.checkpoint import save_checkpoint
+from dna_depth_core.io.checkpoint import save_checkpoint
 from dna_depth_core.cli import main as cli_main
 from dna_depth_core.geometry import disp_to_depth
 

@@ -218,7 +218,7 @@ def _state(tr):
 def test_resume_continues_exactly(drive, tmp_path):
     """3 steps, resume, 3 more == 6 steps straight (dropout, shuffling and augmentation on; the 6 steps cross an
     epoch boundary: 10 samples / batch 2 = 5 steps per epoch)."""
-    from dna_depth_core.checkpoint import load_checkpoint
+    from dna_depth_core.io.checkpoint import load_checkpoint
     from dna_depth_core.training.trainer import Trainer
 
     straight = Trainer(tiny_cfg(drive, tmp_path / "a", max_steps=6))

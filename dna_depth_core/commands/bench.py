@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
+from dna_depth_core.benchmark import bench, format_header, format_table, write_report
+
 NAME = "bench"
 HELP = "benchmark models x backends side by side (latency, FPS, peak memory, params, MACs)"
 DESCRIPTION = """Measure every model with every backend in one run, one fresh process per measurement: median and
@@ -47,8 +49,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from dna_depth_core.benchmark import bench, format_header, format_table, write_report
-
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     progress = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))

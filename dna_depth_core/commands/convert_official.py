@@ -1,6 +1,8 @@
 """``dna-depth convert-official``: the authors' released weights -> one dna-depth safetensors checkpoint."""
 from __future__ import annotations
 
+from dna_depth_core.io.official import convert_official
+
 NAME = "convert-official"
 HELP = "convert the authors' released KITTI weights (encoder.pth, depth.pth[, pose*.pth]) to our checkpoint"
 DESCRIPTION = """Convert a folder of the authors' released DNA-Depth weights (monodepth2-style: encoder.pth and
@@ -19,8 +21,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from dna_depth_core.official import convert_official
-
     if not args.out.endswith(".safetensors"):
         raise ValueError(f"--out: expected a .safetensors file name, got {args.out}")
     net = convert_official(args.src_dir, args.model, args.out)

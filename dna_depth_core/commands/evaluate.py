@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from dna_depth_core.backends import FACTORIES
+from dna_depth_core.backends import list_backends
 from dna_depth_core.data.kitti import read_split_file
 from dna_depth_core.evaluation import (METRIC_NAMES, evaluate_model, format_table_header, format_table_row, load_gt,
                                        parse_scaling)
@@ -30,7 +30,7 @@ def add_arguments(p) -> None:
     p.add_argument("--scaling", default="median",
                    help="median (per image, monocular; default), none, or fixed:S (multiply predictions by S)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--backend", default="torch", choices=sorted(FACTORIES),
+    p.add_argument("--backend", default="torch", choices=list_backends(),
                    help="inference backend (default torch; an .onnx file needs onnxruntime or auto)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: abs_rel, sq_rel, rmse, rmse_log, a1, a2, a3, frames")

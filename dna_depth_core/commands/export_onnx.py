@@ -2,6 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+
+import torch
+
+from dna_depth_core.export import DEFAULT_CALIBRATION_COUNT, export_onnx, find_calibration_images, quantize_onnx_int8
+from dna_depth_core.models.registry import build_model, list_models
+from dna_depth_core.preprocess import RESIZE_MODES
 
 NAME = "export-onnx"
 HELP = "export a checkpoint to ONNX (verified against torch with onnxruntime)"
@@ -15,9 +23,10 @@ printed; above --atol (1e-4) the command fails.
 
 int8 (CPU): --int8 exports fp32 as above (and verifies it), then quantises it with onnxruntime static quantisation
 (QDQ; int8 weights per output channel, uint8 activations, MinMax ranges) calibrated on --calibration images, and
-writes only the int8 model to --out. The calibration images are resized to the export size and scaled to [0, 1]
-exactly as DepthEstimator / the ROS node prepare camera frames; use frames like the deployment's (same camera and
-kind of scenes): the ranges come from them. Calibration costs one fp32 forward pass per image. The last convolution
+writes only the int8 model to --out. The calibration images are prepared for the export size by the one
+image-to-input rule (dna_depth_core.preprocess.prepare) that DepthEstimator and the ROS node apply to camera frames
+(--calibration-resize: the node's resize_mode); use frames like the deployment's (same camera and kind of
+scenes): the ranges come from them. Calibration costs one fp32 forward pass per image. The last convolution
 and sigmoid stay float. The command prints |int8 - fp32| of the disparity on a few calibration images (a sanity
 check on calibration data, not an accuracy evaluation). Static shapes only (not with --dynamic). The metadata
 records dna_depth.precision=int8 and the number of calibration images; OnnxBackend, DepthEstimator and the ROS node
@@ -33,9 +42,6 @@ example:
 
 
 def add_arguments(p) -> None:
-    from dna_depth_core.export import DEFAULT_CALIBRATION_COUNT
-    from dna_depth_core.models.registry import list_models
-
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", help="dna-depth checkpoint (.safetensors)")
     src.add_argument("--model", choices=list_models(),
@@ -58,44 +64,36 @@ def add_arguments(p) -> None:
     q.add_argument("--calibration-count", type=int, default=None, metavar="N",
                    help="use at most N calibration images, spread evenly over the sorted list (default "
                         f"{DEFAULT_CALIBRATION_COUNT})")
+    q.add_argument("--calibration-resize", choices=RESIZE_MODES, default="stretch",
+                   help="how calibration images reach the export size, as the node's resize_mode / "
+                        "DepthEstimator's resize: stretch (default) or crop (centre crop to the aspect ratio first)")
     q.add_argument("--threads", type=int, default=None,
                    help="onnxruntime threads for the int8 calibration and its check (default: the usable cores)")
     p.add_argument("--json", action="store_true", help="print the export report as JSON")
 
 
 def run(args) -> int:
-    import os
-    import tempfile
-
-    from dna_depth_core.export import DEFAULT_CALIBRATION_COUNT, export_onnx, quantize_onnx_int8
-
     if args.int8:
         if not args.calibration:
             raise ValueError("--int8 needs --calibration DIR_OR_GLOB (images to calibrate the int8 ranges on)")
         if args.dynamic:
             raise ValueError("--int8 needs a static model: drop --dynamic and export at the deployment size")
-    elif args.calibration or args.calibration_count is not None:
-        raise ValueError("--calibration/--calibration-count are for --int8")
+    elif args.calibration or args.calibration_count is not None or args.calibration_resize != "stretch":
+        raise ValueError("--calibration/--calibration-count/--calibration-resize are for --int8")
     if args.weights:
         source = args.weights
     else:
-        import torch
-
-        from dna_depth_core.models.registry import build_model
-
         torch.manual_seed(0)
         source = build_model(args.model).eval()
     if args.int8:
         count = DEFAULT_CALIBRATION_COUNT if args.calibration_count is None else args.calibration_count
-        from dna_depth_core.export import find_calibration_images
-
         find_calibration_images(args.calibration, count)  # fail on bad calibration input before exporting
         with tempfile.TemporaryDirectory(prefix="dna-depth-export-") as tmp:
             fp32_path = os.path.join(tmp, "fp32.onnx")
             r = export_onnx(source, fp32_path, height=args.height, width=args.width, all_scales=args.all_scales,
                             opset=args.opset, verify=not args.no_verify, atol=args.atol, batch=args.batch)
             q = quantize_onnx_int8(fp32_path, args.out, args.calibration, count=count, threads=args.threads,
-                                   verify=not args.no_verify)
+                                   verify=not args.no_verify, resize=args.calibration_resize)
         if args.json:
             print(json.dumps({"fp32": r.to_dict(), "int8": q.to_dict()}))
             return 0

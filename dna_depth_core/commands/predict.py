@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from dna_depth_core.backends import FACTORIES
+from dna_depth_core.backends import list_backends
 from dna_depth_core.inference import DepthEstimator
 from dna_depth_core.predict import find_images, predict_paths
 
@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--scale", type=float, default=1.0, help="multiply depths by this factor (default 1)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--backend", default="torch", choices=sorted(FACTORIES),
+    p.add_argument("--backend", default="torch", choices=list_backends(),
                    help="inference backend (default torch; an .onnx file needs onnxruntime or auto)")
 
 

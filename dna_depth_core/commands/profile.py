@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 
+from dna_depth_core.models.registry import list_models
+from dna_depth_core.profiling import profile_model
+
 NAME = "profile"
 HELP = "count parameters, MACs and FLOPs of a model at an input size"
 DESCRIPTION = """Count parameters, multiply-accumulates (MACs, from torch's own FLOP counter) and FLOPs (= 2 x MACs)
@@ -14,8 +17,6 @@ example:
 
 
 def add_arguments(p) -> None:
-    from dna_depth_core.models.registry import list_models
-
     p.add_argument("--model", required=True, choices=list_models(), help="registry name")
     p.add_argument("--height", type=int, default=192, help="input height, a multiple of 32 (default 192)")
     p.add_argument("--width", type=int, default=640, help="input width, a multiple of 32 (default 640)")
@@ -23,8 +24,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from dna_depth_core.profiling import profile_model
-
     r = profile_model(args.model, args.height, args.width)
     if args.json:
         print(json.dumps(r))

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from dna_depth_core import geometry
-from dna_depth_core.backends import FACTORIES
+from dna_depth_core.backends import create_backend
 from dna_depth_core.camera import as_K
 from dna_depth_core.inference.scale import GroundPlaneScale
 from dna_depth_core.preprocess import RESIZE_MODES, as_rgb, prepare
@@ -96,8 +96,6 @@ class DepthEstimator:
                  input_size: tuple[int, int] | None = None, output: str = "input", resize: str = "stretch",
                  scale_mode: str = "none", scale_factor: float = 1.0, camera_height: float | None = None,
                  ground: dict[str, Any] | None = None):
-        if backend not in FACTORIES:
-            raise ValueError(f"backend '{backend}' unknown; available: {', '.join(sorted(FACTORIES))}")
         if output not in OUTPUT_MODES:
             raise ValueError(f"output '{output}' unknown; use one of {OUTPUT_MODES}")
         if resize not in RESIZE_MODES:
@@ -111,7 +109,7 @@ class DepthEstimator:
             if camera_height is None:
                 raise ValueError("scale_mode 'camera_height' needs camera_height (metres)")
             self.ground = GroundPlaneScale(camera_height, **(ground or {}))
-        self.backend = FACTORIES[backend](checkpoint, device=device, fp16=fp16)
+        self.backend = create_backend(backend, checkpoint, device=device, fp16=fp16)
         cfg = self.backend.config
         if input_size is None or tuple(input_size) in ((0, 0), (None, None)):
             input_size = (int(cfg.height), int(cfg.width))

@@ -3,7 +3,7 @@
 Checkpoint layout (``OUT/checkpoints/step_XXXXXXXX/``, written into a temporary folder and renamed into place,
 then ``OUT/checkpoints/latest`` is rewritten atomically)::
 
-    model.safetensors      depth (+ pose) weights, dna_depth_core.checkpoint format: `dna-depth predict` reads it
+    model.safetensors      depth (+ pose) weights, dna_depth_core.io.checkpoint format: `dna-depth predict` reads it
     optimizer.safetensors  the optimizer's state tensors, keys "state.<param index>.<name>"
     trainer_state.json     format, epoch, step, step_in_epoch, steps_per_epoch, optimizer param groups and scalar
                            state, lr schedule, GradScaler, non-finite counters, world size, the TrainConfig
@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from dna_depth_core.checkpoint import read_checkpoint, save_checkpoint
+from dna_depth_core.io.checkpoint import read_checkpoint, save_checkpoint
 from dna_depth_core.io.atomic import atomic_write, write_text
 from dna_depth_core.training.config import TrainConfig, load_config
 from dna_depth_core.training.distributed import DistEnv

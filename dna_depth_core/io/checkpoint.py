@@ -17,9 +17,13 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
 
 from dna_depth_core.io.atomic import atomic_write
 from dna_depth_core.models.depth_net import DepthConfig, DepthNet
+from dna_depth_core.models.pose import build_pose_model, set_output_scales
+from dna_depth_core.models.registry import build_from_config
 
 FORMAT = "dna-depth/1"
 
@@ -33,8 +37,6 @@ def save_checkpoint(net: DepthNet, path: str, pose_net: nn.Module | None = None,
                     provenance: dict[str, Any] | None = None,
                     training_config: dict[str, Any] | None = None) -> None:
     """Save ``net`` (and optionally ``pose_net``) to one safetensors file at ``path``, atomically."""
-    from safetensors.torch import save_file
-
     if not isinstance(net, DepthNet):
         raise ValueError(f"net: expected a DepthNet, got {type(net).__name__}")
     cfg = net.config
@@ -88,9 +90,6 @@ def _check_safetensors_file(path: str) -> None:
 
 def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Return ``(tensors, metadata)`` of a dna-depth checkpoint; raise naming the problem if it is not one."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     path = os.fspath(path)
     if path.endswith((".pth", ".pt", ".ckpt")) and not path.endswith(".safetensors"):
         raise ValueError(f"checkpoint {path}: expected a .safetensors file; convert the authors' .pth folders "
@@ -137,8 +136,6 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu",
                     expected_model: str | None = None) -> DepthNet:
     """Load the depth network stored at ``path``, in eval mode. Raises ValueError/FileNotFoundError naming the
     problem for a missing, corrupt or truncated file, missing tensors, or a model other than ``expected_model``."""
-    from dna_depth_core.models.registry import build_from_config
-
     tensors, metadata = read_checkpoint(path)
     config = config_from_metadata(metadata, path)
     if expected_model is not None and config.name != expected_model:
@@ -150,8 +147,6 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu",
 
 def load_pose_network(path: str, map_location: str | torch.device = "cpu") -> nn.Module | None:
     """The pose network stored beside the depth network, or None when the checkpoint has none."""
-    from dna_depth_core.models.pose import build_pose_model, set_output_scales
-
     tensors, metadata = read_checkpoint(path)
     if not any(k.startswith("pose.") for k in tensors):
         return None

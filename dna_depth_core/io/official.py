@@ -14,8 +14,9 @@ import re
 
 import torch
 
-from dna_depth_core.checkpoint import save_checkpoint
+from dna_depth_core.io.checkpoint import save_checkpoint
 from dna_depth_core.models.depth_net import DepthNet
+from dna_depth_core.models.pose import PoseNet
 from dna_depth_core.models.registry import build_model
 
 # Official decoder column index -> our node letter.
@@ -106,8 +107,6 @@ def load_official_pose(src_dir: str):
     The authors' pose decoder predicts two transforms (12 outputs) of which only the first is ever used; we keep
     its first 6 output rows, which is the same function.
     """
-    from dna_depth_core.models.pose import PoseNet
-
     enc_path, dec_path = os.path.join(src_dir, "pose_encoder.pth"), os.path.join(src_dir, "pose.pth")
     if not (os.path.exists(enc_path) and os.path.exists(dec_path)):
         return None
