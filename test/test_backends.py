@@ -151,8 +151,11 @@ def test_registering_a_backend(checkpoint):
         assert "mine" in list_backends() and list_backends()[0] == "auto"
         assert create_backend("mine", "w.onnx", device="cpu", fp16=True) == "built"
         assert seen == {"checkpoint": "w.onnx", "device": "cpu", "fp16": True}
-        # DepthEstimator finds it by name (its own lookup goes through the same registry).
-        assert "mine" in inference.BACKENDS
+        # DepthEstimator builds it by name through the same registry.
+        seen.clear()
+        with pytest.raises(AttributeError):  # "built" is not a backend: the estimator reads its config
+            inference.DepthEstimator("other.onnx", backend="mine", device="cpu")
+        assert seen == {"checkpoint": "other.onnx", "device": "cpu", "fp16": False}
     finally:
         backends.BACKENDS.pop("mine", None)
     for name, fac, match in [("", factory, "non-empty string"), (" x", factory, "surrounding spaces"),
