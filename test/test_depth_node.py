@@ -2,7 +2,7 @@
 
 DDS stays on loopback: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and this module's own ROS_DOMAIN_ID are set before
 rclpy starts (and passed to the node process); CI runs the suite inside a loopback-only network namespace
-(scripts/run_tests.sh). Each test uses its own namespace, so the graphs of different tests do not mix.
+(scripts/dev/run_tests.sh). Each test uses its own namespace, so the graphs of different tests do not mix.
 """
 import os
 import re
@@ -455,7 +455,7 @@ def _child_env():
 def test_separate_process_with_yaml_and_remaps(graph, checkpoint, kitti):
     ns = "/proc"
     cmd = _node_command() + [
-        "--ros-args", "-r", f"__ns:={ns}", "--params-file", str(REPO / "config" / "dna_depth.yaml"),
+        "--ros-args", "-r", f"__ns:={ns}", "--params-file", str(REPO / "config" / "ros" / "dna_depth.yaml"),
         "-p", f"weights:={checkpoint}", "-p", "log_throttle_sec:=0.0",
         "-r", "image:=/cam/image_rect", "-r", "camera_info:=/cam/camera_info"]
     proc = subprocess.Popen(cmd, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

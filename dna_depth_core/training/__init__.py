@@ -1,7 +1,7 @@
 """Training: ``TrainConfig`` (all options, YAML in/out) and the trainer (one process or a ``torchrun`` job).
 
 >>> from dna_depth_core.training import load_config, train
->>> cfg = load_config("config/train_synthetic.yaml", ["max_steps=100"])
+>>> cfg = load_config("config/train/train_synthetic.yaml", ["max_steps=100"])
 >>> summary = train(cfg)                       # or train(cfg, resume="runs/synthetic")
 
 The trainer module imports torch; it is loaded lazily so that reading a config does not.

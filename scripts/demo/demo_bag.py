@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""End-to-end bag demo (issue 5): synthesise a bag, train on it, replay it through the depth node in a real
+"""End-to-end bag demo: synthesise a bag, train on it, replay it through the depth node in a real
 rclpy graph, save depth PNGs and a PLY point cloud, print accuracy (trained vs untrained) and FPS.
 
-    python scripts/demo_bag.py --out runs/demo_bag                       # the synthetic demo
-    python scripts/demo_bag.py --out runs/demo_bag --steps 20 --frames 60  # a quick smoke run
-    python scripts/demo_bag.py --bag MY_BAG --weights model.safetensors \\
+    python scripts/demo/demo_bag.py --out runs/demo_bag                       # the synthetic demo
+    python scripts/demo/demo_bag.py --out runs/demo_bag --steps 20 --frames 60  # a quick smoke run
+    python scripts/demo/demo_bag.py --bag MY_BAG --weights model.safetensors \\
         --image-topic /cam/image_raw --camera-info-topic /cam/camera_info   # your recording (no accuracy: no GT)
 
 DDS stays on loopback: this script sets ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and its own ROS_DOMAIN_ID (62 by
@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # this file is scripts/demo/demo_bag.py
 
 
 def parse_args(argv=None):
@@ -29,7 +29,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/demo_bag", help="output folder")
     p.add_argument("--bag", help="replay this bag (default: synthesise OUT/synth_bag)")
     p.add_argument("--weights", help="checkpoint to run (default: train one on the bag)")
-    p.add_argument("--config", default=str(REPO / "config" / "train_synthetic.yaml"), help="training recipe")
+    p.add_argument("--config", default=str(REPO / "config" / "train" / "train_synthetic.yaml"), help="training recipe")
     p.add_argument("--steps", type=int, default=350,
                    help="training steps (max_steps); the default fits the demo in 15 minutes on 2 cores")
     p.add_argument("--frames", type=int, default=300, help="frames of the synthetic bag")
