@@ -131,7 +131,6 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("log_throttle_sec", 5.0, "Minimum interval between two log messages about the same problem.",
               float_range=(0.0, 3600.0)),
 )
-PARAMETER_DEFAULTS = {p.name: p.default for p in PARAMETERS}
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
