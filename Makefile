@@ -2,13 +2,13 @@
 # Both run `make setup` first, which is idempotent and quick when already done.
 .PHONY: setup demo demo-kitti-layout test
 setup:
-	@bash scripts/setup.sh
+	@bash scripts/dev/setup.sh
 
 demo: setup
-	@bash scripts/demo.sh $(DEMO_ARGS)
+	@bash scripts/demo/demo.sh $(DEMO_ARGS)
 
 demo-kitti-layout: setup
-	@bash scripts/demo_kitti_layout.sh
+	@bash scripts/demo/demo_kitti_layout.sh
 
 test: setup
-	@bash scripts/run_tests.sh
+	@bash scripts/dev/run_tests.sh

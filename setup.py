@@ -1,7 +1,8 @@
 """dna-depth: lightweight self-supervised monocular depth (DNA-Depth) for robots, as a ROS 2 package.
 
 ament_python package: installs the ROS-free core (``dna_depth_core``) and the rclpy shell
-(``dna_depth_ros``), plus launch/, config/ and the ament index marker.
+(``dna_depth_ros``), plus launch/, config/ (ros/: node parameters and a Nav2 example; train/: training
+recipes) and the ament index marker. Installed files keep their source-tree paths under share/dna_depth_ros.
 """
 from glob import glob
 
@@ -17,10 +18,11 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py") + glob("launch/*.launch.xml")),
-        ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/config/ros", glob("config/ros/*.yaml")),
+        ("share/" + package_name + "/config/train", glob("config/train/*.yaml")),
     ],
     python_requires=">=3.10",
-    # Ranges only; exact pins live in scripts/requirements-pinned.txt. rclpy, sensor_msgs and cv_bridge come
+    # Ranges only; exact pins live in scripts/dev/requirements-pinned.txt. rclpy, sensor_msgs and cv_bridge come
     # from ROS (package.xml), not from PyPI, so they are not listed here.
     install_requires=[
         "torch>=2.4",

@@ -18,7 +18,7 @@ For each checkpoint (``--weights``, repeatable):
 5. latency: fp32 and int8 (KITTI-calibrated) :class:`OnnxBackend` with ``--threads`` (default 1), ``--warmup``
    calls each, then ``--iters`` rounds alternating fp32/int8 (interleaved, so load changes hit both); median ms.
 
-    . scripts/env.sh
+    . scripts/dev/env.sh
     dna-depth convert-official ../shared/reference/official_b0 --model dna_b0 --out /tmp/official_b0.safetensors
     dna-depth synth --out /tmp/s --frames 20 --width 640 --height 192 --workers 1
     python benchmarks/int8_kitti_tiny.py --weights /tmp/official_b0.safetensors --synthetic /tmp/s

@@ -6,12 +6,12 @@ against the projected LiDAR (``proj_depth/velodyne/image_02/*.npz``, key ``velod
 with median scaling, the Eigen crop and the 80 m cap (``dna_depth_core.evaluation``). Evaluated on all 7 frames
 (0..6) and, separately, on the 5 training targets (1..5).
 
-Everything is the library: ``dna_depth_core.training`` trains (the recipe of config/train_synthetic.yaml with KITTI
-calibration), ``dna_depth_core.evaluation`` exports the ground truth and evaluates. The wall-clock cap
+Everything is the library: ``dna_depth_core.training`` trains (the recipe of config/train/train_synthetic.yaml
+with KITTI calibration), ``dna_depth_core.evaluation`` exports the ground truth and evaluates. The wall-clock cap
 (``--max-minutes``) is applied by training in chunks of ``--chunk`` steps with the trainer's exact resume, so the
 result equals one uninterrupted run of the same number of steps.
 
-    . scripts/env.sh
+    . scripts/dev/env.sh
     python benchmarks/kitti_tiny_adapt.py --out runs/kitti_tiny_adapt --max-minutes 10 --max-steps 300
 
 Writes the split files, ground truth, training run and checkpoints under ``--out`` (outside git), and the report
@@ -93,13 +93,13 @@ def main(argv=None) -> int:
         save_every_epochs=0, save_every_steps=0, keep_checkpoints=1, log_every=10, image_every=0,
         tensorboard=False, progress=False, seed=0, out_dir=str(out / "train"),
     )
-    # config/train_synthetic.yaml holds the anti-collapse init (depth_head_bias -5, pose small, t_z prior -1 m,
+    # config/train/train_synthetic.yaml holds the anti-collapse init (depth_head_bias -5, pose small, t_z prior -1 m,
     # pose_output_scale 1, pose_head_weight_scale 0.1, pose_lr_scale 5); the settings above replace the data,
     # size, schedule and bookkeeping.
     def cfg_for(max_steps):
         ov = [f"{k}={json.dumps(v) if isinstance(v, list) else ('null' if v is None else v)}"
               for k, v in settings.items()]
-        return load_config(str(REPO / "config" / "train_synthetic.yaml"),
+        return load_config(str(REPO / "config" / "train" / "train_synthetic.yaml"),
                            ov + [f"max_steps={max_steps}"] + list(args.overrides))
 
     cfg0 = cfg_for(args.max_steps)

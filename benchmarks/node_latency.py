@@ -3,7 +3,7 @@
 
 Run it inside a loopback-only network namespace (DDS never leaves the machine):
 
-    . scripts/env.sh
+    . scripts/dev/env.sh
     unshare -n bash -c 'ip link set lo up && python benchmarks/node_latency.py --out benchmarks/results/node.json'
 
 What it measures (640x192 input = the network's input size by default, so no resize in the node):
@@ -20,52 +20,41 @@ What it measures (640x192 input = the network's input size by default, so no res
 
 Weights: ``--weights`` or, by default, a randomly initialised ``--model`` (the timing does not depend on the
 weights). The frames are the real KITTI frames of ../shared/data/kitti_tiny resized to 640x192 when present,
-synthetic street frames otherwise.
+synthetic street frames otherwise (``dna_depth_core.data.synthetic.synthetic_frames``).
+
+The graph, the camera, the collection of the outputs by stamp and the node process come from
+:mod:`dna_depth_ros.harness` (shared with the node tests and the bag demo); it confines DDS to loopback before
+rclpy starts. The DDS domain is ``ROS_DOMAIN_ID`` when set, else 65.
 """
 from __future__ import annotations
 
+import argparse
+import datetime
+import itertools
+import json
 import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_DOMAIN_ID", "65")
+import cv2
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import rclpy  # noqa: E402
-import torch  # noqa: E402
-from builtin_interfaces.msg import Time  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
+import dna_depth_core
+from dna_depth_core.data.synthetic import synthetic_frames
+from dna_depth_core.camera import resize_K
+from dna_depth_ros.harness import DEFAULT_OUTPUTS, Graph, NodeProcess
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import dna_depth_core  # noqa: E402
-from dna_depth_core.camera import resize_K  # noqa: E402
-from dna_depth_ros import conversions as conv  # noqa: E402
-from dna_depth_ros.depth_node import DepthNode  # noqa: E402
-
 KITTI = REPO.parent / "shared" / "data" / "kitti_tiny" / "2011_09_26"
 K_KITTI = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
-OUTPUTS = ("depth", "depth/camera_info", "points")
+DOMAIN_ID = int(os.environ.get("ROS_DOMAIN_ID") or 65)
+POLL = 0.001  # seconds between checks while waiting (arrival times are taken in the callbacks)
 
 
 def load_frames(width: int, height: int) -> tuple[list[np.ndarray], np.ndarray, str]:
@@ -75,12 +64,8 @@ def load_frames(width: int, height: int) -> tuple[list[np.ndarray], np.ndarray, 
         frames = [cv2.resize(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), (width, height),
                              interpolation=cv2.INTER_AREA) for p in paths]
         return frames, resize_K(K_KITTI, (1242, 375), (width, height)), "KITTI drive 0023 (real)"
-    from dna_depth_core.data.synthetic import SyntheticScene, make_trajectory, synthetic_intrinsics
-
-    poses, _ = make_trajectory(7, seed=1)
-    scene = SyntheticScene(1, length=float(poses[:, 2, 3].max()) + 20)
-    K = synthetic_intrinsics(width, height)
-    return [scene.render(p, K, width, height)[0] for p in poses], K, "synthetic street"
+    frames = synthetic_frames(7, width, height, seed=1)
+    return [rgb for rgb, _, _ in frames], frames[0][1], "synthetic street"
 
 
 def med_ms(values) -> float:
@@ -103,50 +88,24 @@ class BareModel:
         return time.perf_counter() - t0
 
 
-class Tester:
-    def __init__(self, context, ns: str):
-        self.node = Node("bench_tester", context=context)
-        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.pub_img = self.node.create_publisher(Image, f"{ns}/image", qos)
-        self.pub_info = self.node.create_publisher(CameraInfo, f"{ns}/camera_info", qos)
-        self.arrivals: dict[tuple, dict[str, float]] = {}
+class Feed:
+    """The benchmark's camera: frame ``i`` goes out with stamp ``1000 s + i us`` (unique per frame index) through
+    a harness :class:`~dna_depth_ros.harness.Camera`, with its camera_info; latencies are measured by the
+    camera (publish time) and the graph (arrival of the last output)."""
+
+    def __init__(self, graph: Graph, camera, frames, K, outputs):
+        self.graph, self.camera, self.frames, self.K, self.outputs = graph, camera, frames, K, outputs
         self.lost = 0
-        self.lock = threading.Lock()
-        for topic, typ in zip(OUTPUTS, (Image, CameraInfo, PointCloud2)):
-            self.node.create_subscription(typ, f"{ns}/{topic}", lambda m, t=topic: self._on(t, m), qos)
 
-    def _on(self, topic, msg):
-        now = time.perf_counter()
-        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-        with self.lock:
-            self.arrivals.setdefault(key, {})[topic] = now
+    def send(self, i: int, frame: int = 0):
+        return self.camera.send(self.frames[frame % len(self.frames)], (1000 + i // 1000, (i % 1000) * 1000),
+                                K=self.K, frame_id="camera_optical")
 
-    def publish(self, rgb, K, i):
-        header = Header(stamp=Time(sec=1000 + i // 1000, nanosec=(i % 1000) * 1000), frame_id="camera_optical")
-        h, w = rgb.shape[:2]
-        self.pub_info.publish(conv.make_camera_info(K, w, h, header))
-        msg = conv.rgb_to_image(rgb, header, "rgb8")
-        t0 = time.perf_counter()
-        self.pub_img.publish(msg)
-        return (header.stamp.sec, header.stamp.nanosec), t0
-
-    def complete(self, key):
-        with self.lock:
-            got = self.arrivals.get(key, {})
-            return max(got.values()) if len(got) == len(OUTPUTS) else None
+    def latency(self, key):
+        return self.camera.latency(key, self.outputs)
 
 
-def wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.001)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def sequential_latency(tester: Tester, frames, K, n: int, timeout: float, start: int, bare=None):
+def sequential_latency(feed: Feed, n: int, timeout: float, start: int, bare=None):
     """Publish ``n`` frames one at a time and time each until all outputs arrived. With ``bare``, the bare model
     call is timed before each frame, while the node is idle: both series see the same machine load."""
     lat, model, lost = [], [], 0
@@ -156,59 +115,46 @@ def sequential_latency(tester: Tester, frames, K, n: int, timeout: float, start:
         if bare is not None:
             time.sleep(0.05)  # let the tester finish with the previous frame's messages first
             model.append(bare())
-        key, t0 = tester.publish(frames[len(lat) % len(frames)], K, start + len(lat) + 1000 * lost)
+        key = feed.send(start + len(lat) + 1000 * lost, frame=len(lat))
         try:
-            t1 = wait(lambda: tester.complete(key), timeout, "outputs")
+            lat.append(feed.graph.wait_for(lambda: feed.latency(key), timeout, "outputs"))
         except TimeoutError:  # lost in transit (best-effort input): not a latency sample
             lost += 1
             if bare is not None:
                 model.pop()
-            continue
-        lat.append(t1 - t0)
-    tester.lost += lost
+    feed.lost += lost
     return lat, model
 
 
-def first_answer(tester: Tester, frames, K, timeout: float, alive=lambda: True) -> None:
+def first_answer(feed: Feed, timeout: float, alive=lambda: True) -> None:
     """Ping until the node answers with all outputs: until discovery completes both ways (the node skips frames
     while its publishers see no subscriber, and has no intrinsics before a camera_info arrived)."""
-    deadline = time.monotonic() + timeout
-    for i in range(100_000):
-        key, _ = tester.publish(frames[0], K, 50_000 + i)
-        try:
-            wait(lambda: tester.complete(key), 5.0, "a first answer")
-            return
-        except TimeoutError:
-            if time.monotonic() > deadline or not alive():
-                raise
+    counter = itertools.count(50_000)
+    feed.graph.send_until_answered(lambda: feed.send(next(counter)), feed.outputs, timeout=timeout, every=5.0,
+                                   alive=alive)
 
 
 def node_in_process(weights, frames, K, args, bare: BareModel) -> dict:
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
     ns = "/bench"
-    node = DepthNode(context=ctx, namespace=ns, parameter_overrides=[
-        Parameter("weights", value=weights), Parameter("device", value="cpu")])
-    tester = Tester(ctx, ns)
-    ex = MultiThreadedExecutor(num_threads=2, context=ctx)
-    ex.add_node(node)
-    ex.add_node(tester.node)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
-    try:
-        wait(lambda: tester.pub_img.get_subscription_count()
-             and all(p.get_subscription_count() for p in node._publishers_out), 30, "discovery")
+    with Graph(domain_id=DOMAIN_ID, name="bench_tester", poll=POLL) as graph:
+        node = graph.start_node(ns, {"weights": weights, "device": "cpu"})
+        outputs = graph.collect_outputs(ns, DEFAULT_OUTPUTS, keep=0)
+        camera = graph.camera(ns)
+        feed = Feed(graph, camera, frames, K, outputs)
+        camera.wait_matched()
+        graph.wait_node_ready(node)
         timeout = 60.0
-        first_answer(tester, frames, K, 120)
-        sequential_latency(tester, frames, K, 1, timeout, start=0)  # warm-up
+        first_answer(feed, 120)
+        sequential_latency(feed, 1, timeout, start=0)  # warm-up
         node.timings.clear()
-        lat, model = sequential_latency(tester, frames, K, args.frames, 30.0, start=100, bare=bare)
+        lat, model = sequential_latency(feed, args.frames, 30.0, start=100, bare=bare)
         t = list(node.timings)
         stage = {k: med_ms([x[k] for x in t]) for k in
                  ("convert", "preprocess", "inference", "postprocess", "outputs", "publish", "total")}
         overhead = [x["convert"] + x["outputs"] + x["publish"] for x in t]
         result = {"bare_model_ms": med_ms(model), "bare_model_p90_ms": 1000 * float(np.percentile(model, 90)),
-                  "latency_ms": med_ms(lat), "latencies_ms": [round(1000 * x, 1) for x in lat], "latency_p90_ms": 1000 * float(np.percentile(lat, 90)),
+                  "latency_ms": med_ms(lat), "latencies_ms": [round(1000 * x, 1) for x in lat],
+                  "latency_p90_ms": 1000 * float(np.percentile(lat, 90)),
                   "throughput_hz_sequential": 1.0 / float(np.median(lat)), "stages_ms": stage,
                   "ros_overhead_ms": med_ms(overhead),
                   "ros_overhead_ratio": float(np.median([o / x["inference"] for o, x in zip(overhead, t)])),
@@ -224,13 +170,14 @@ def node_in_process(weights, frames, K, args, bare: BareModel) -> dict:
             delay = target - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            tester.publish(frames[i % len(frames)], K, 10_000 + i)
+            feed.send(10_000 + i, frame=i)
         t_pub = time.perf_counter() - t_start
+
         def settled():
             s = node.stats
             done = s.processed + s.dropped + s.skipped_no_subscribers + s.rejected + s.failed == s.received
             return done and time.perf_counter() - t_start - t_pub > 1.0
-        wait(settled, 120, "the node to finish the last frame")
+        graph.wait_for(settled, 120, "the node to finish the last frame")
         s = node.stats
         processed = s.processed - before["processed"]
         result["rate_test"] = {
@@ -239,48 +186,33 @@ def node_in_process(weights, frames, K, args, bare: BareModel) -> dict:
             "dropped": s.dropped - before["dropped"], "output_hz": processed / t_pub,
         }
         return result
-    finally:
-        ex.shutdown(timeout_sec=5)
-        node.destroy_node()
-        tester.node.destroy_node()
-        rclpy.shutdown(context=ctx)
 
 
 def node_process(weights, frames, K, args) -> dict:
-    exe = shutil.which("depth_node", path=os.path.dirname(sys.executable))
-    cmd = ([exe] if exe else [sys.executable, "-m", "dna_depth_ros.depth_node"]) + [
-        "--ros-args", "-r", "__ns:=/benchp", "-p", f"weights:={weights}", "-p", "device:=cpu"]
-    proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    tester = Tester(ctx, "/benchp")
-    ex = MultiThreadedExecutor(num_threads=2, context=ctx)
-    ex.add_node(tester.node)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
-    try:
-        wait(lambda: tester.pub_img.get_subscription_count() and tester.node.count_publishers("/benchp/points"),
-             120, "the node process")
-        first_answer(tester, frames, K, 120, alive=lambda: proc.poll() is None)
-        sequential_latency(tester, frames, K, 1, 120, start=0)  # warm-up
+    ns = "/benchp"
+    with NodeProcess(namespace=ns, params={"weights": weights, "device": "cpu"}, domain_id=DOMAIN_ID) as node, \
+            Graph(domain_id=DOMAIN_ID, name="bench_tester", poll=POLL) as graph:
+        outputs = graph.collect_outputs(ns, DEFAULT_OUTPUTS, keep=0)
+        camera = graph.camera(ns)
+        feed = Feed(graph, camera, frames, K, outputs)
+        graph.wait_for(lambda: camera.image.get_subscription_count() >= 1 or not node.alive(), 120,
+                       "the node process to subscribe")
+        if not node.alive():
+            raise RuntimeError(f"depth_node exited: {node.wait()[1][-2000:]}")
+        graph.wait_publisher(f"{ns}/points", timeout=120)
+        first_answer(feed, 120, alive=node.alive)
+        sequential_latency(feed, 1, 120, start=0)  # warm-up
         # No interleaved bare calls here: the node process's idle OpenMP threads would compete with them.
-        lat, _ = sequential_latency(tester, frames, K, args.frames, 30.0, start=100)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        lat, _ = sequential_latency(feed, args.frames, 30.0, start=100)
+        _, out = node.stop(timeout=60)
         summary = [line for line in out.splitlines() if "median ms per frame" in line]
         log = summary[-1].split("]: ", 1)[-1] if summary else ""
         m = re.search(r"inference ([0-9.]+)", log)
         node_inference = float(m.group(1)) if m else float("nan")
         return {"latency_ms": med_ms(lat), "latency_p90_ms": 1000 * float(np.percentile(lat, 90)),
-                "latencies_ms": [round(1000 * x, 1) for x in lat], "frames_lost_in_transit": tester.lost, "node_inference_ms": node_inference, "e2e_over_node_inference": med_ms(lat) / node_inference,
+                "latencies_ms": [round(1000 * x, 1) for x in lat], "frames_lost_in_transit": feed.lost,
+                "node_inference_ms": node_inference, "e2e_over_node_inference": med_ms(lat) / node_inference,
                 "node_log": log}
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        ex.shutdown(timeout_sec=5)
-        tester.node.destroy_node()
-        rclpy.shutdown(context=ctx)
 
 
 def main() -> int:

@@ -45,7 +45,7 @@ NODE_NAME = "dna_depth"
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Parameters: one table, used to declare them, to document them (docs/ros.md) and to check config/dna_depth.yaml
+# Parameters: one table, used to declare them, to document them (docs/ros.md) and to check config/ros/dna_depth.yaml
 # ----------------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class ParamSpec:

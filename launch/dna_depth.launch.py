@@ -1,4 +1,4 @@
-"""Start the DNA-Depth node with config/dna_depth.yaml and the camera remapped.
+"""Start the DNA-Depth node with config/ros/dna_depth.yaml and the camera remapped.
 
     ros2 launch dna_depth_ros dna_depth.launch.py weights:=/path/model.safetensors \
         image:=/camera/image_rect camera_info:=/camera/camera_info
@@ -17,7 +17,7 @@ def generate_launch_description():
         DeclareLaunchArgument("weights", description="Path to the dna-depth checkpoint (.safetensors)"),
         DeclareLaunchArgument(
             "params_file",
-            default_value=PathJoinSubstitution([FindPackageShare("dna_depth_ros"), "config", "dna_depth.yaml"]),
+            default_value=PathJoinSubstitution([FindPackageShare("dna_depth_ros"), "config", "ros", "dna_depth.yaml"]),
             description="Node parameters (YAML)",
         ),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node"),

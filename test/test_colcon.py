@@ -1,10 +1,11 @@
 """``colcon build`` of the package into temporary build/install bases, as CI does.
 
 The package's own files are copied into a temporary workspace first, so the build writes nothing into the source
-tree (setuptools would otherwise leave an egg-info there). Then the install tree must hold launch/, config/, the
-ament index marker (resource/), package.xml and the ``lib/dna_depth_ros/depth_node`` executable that
-``ros2 run`` uses, and that executable must start from the install tree (a missing weights file makes it exit
-with a clear error, which is enough to show the entry point and imports work).
+tree (setuptools would otherwise leave an egg-info there). Then the install tree must hold launch/, config/ros/
+(node parameters) and config/train/ (training recipes) at their source-tree paths, the ament index marker
+(resource/), package.xml and the ``lib/dna_depth_ros/depth_node`` executable that ``ros2 run`` uses, and that
+executable must start from the install tree (a missing weights file makes it exit with a clear error, which is
+enough to show the entry point and imports work).
 """
 import os
 import shutil
@@ -51,8 +52,10 @@ def test_colcon_build_installs_launch_config_and_resource(tmp_path):
 
     prefix = install / PACKAGE
     share = prefix / "share" / PACKAGE
-    for rel in ["launch/dna_depth.launch.py", "launch/dna_depth.launch.xml", "config/dna_depth.yaml",
-                "config/nav2_costmap_example.yaml", "package.xml"]:
+    recipes = sorted(str(p.relative_to(REPO)) for p in (REPO / "config" / "train").glob("*.yaml"))
+    assert "config/train/train_synthetic.yaml" in recipes
+    for rel in ["launch/dna_depth.launch.py", "launch/dna_depth.launch.xml", "config/ros/dna_depth.yaml",
+                "config/ros/nav2_costmap_example.yaml", "package.xml", *recipes]:
         assert (share / rel).is_file(), f"not installed: share/{PACKAGE}/{rel}"
         assert (share / rel).read_bytes() == (REPO / rel).read_bytes()
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / PACKAGE).is_file()

@@ -1,4 +1,4 @@
-"""The README's main job (scripts/demo_bag.py, run by `make demo`), shortened: a synthetic bag, 2 training steps,
+"""The README's main job (scripts/demo/demo_bag.py, run by `make demo`), shortened: a synthetic bag, 2 training steps,
 a replay of the last frames through the depth node in a real rclpy graph, depth PNGs, the node's PointCloud2 as
 PLY, accuracy against the bag's exact depth and FPS; then the same script on a given bag with given weights.
 
@@ -33,7 +33,7 @@ def read_ply(path):
 
 def run_demo(*args):
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(DOMAIN_ID))
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "demo_bag.py"), "--domain-id",
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "demo", "demo_bag.py"), "--domain-id",
                            str(DOMAIN_ID), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout

@@ -1,79 +1,55 @@
 """The depth node in a real rclpy graph, on the real KITTI frames of ../shared/data/kitti_tiny.
 
-DDS stays on loopback: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and this module's own ROS_DOMAIN_ID are set before
-rclpy starts (and passed to the node process); CI runs the suite inside a loopback-only network namespace
-(scripts/run_tests.sh). Each test uses its own namespace, so the graphs of different tests do not mix.
+The graph, the camera and the node process come from :mod:`dna_depth_ros.harness` (also used by
+benchmarks/node_latency.py and the bag demo). DDS stays on loopback: the harness sets
+ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST before rclpy starts and passes it, with this module's own ROS_DOMAIN_ID, to
+the node process; CI runs the suite inside a loopback-only network namespace (scripts/dev/run_tests.sh). Each test
+uses its own namespace, so the graphs of different tests do not mix.
 """
+import array
+import itertools
 import os
 import re
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
+
+from dna_depth_core.data.kitti import read_calib_file
+from dna_depth_core.camera import resize_K
+from dna_depth_core.ros_images import decode_depth
+from dna_depth_ros import conversions as conv
+from dna_depth_ros.harness import DEFAULT_OUTPUTS, Graph, NodeProcess, stamp_key
+from conftest import lite0_checkpoint, require_shared
 
 DOMAIN_ID = 61  # this module's own DDS domain (passed explicitly: other test modules may set the variable too)
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
-
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import array  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import rclpy  # noqa: E402
-from builtin_interfaces.msg import Time  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-
-from dna_depth_core.camera import resize_K  # noqa: E402
-from dna_depth_core.ros_images import decode_depth  # noqa: E402
-from dna_depth_ros import conversions as conv  # noqa: E402
-from dna_depth_ros.depth_node import DepthNode  # noqa: E402
-from conftest import lite0_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-KITTI = SHARED / "data" / "kitti_tiny" / "2011_09_26"
-DRIVE = KITTI / "2011_09_26_drive_0023_sync" / "image_02" / "data"
+KITTI = "data/kitti_tiny/2011_09_26"  # in ../shared
 NET_H, NET_W = 64, 224
 FRAME_ID = "kitti_cam2_optical_frame"
-TIMEOUT = 30.0
-OUTPUT_TOPICS = ("depth", "depth/camera_info", "points")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Data and fixtures
 # ----------------------------------------------------------------------------------------------------------------
-def _require_kitti():
-    if not (KITTI / "calib_cam_to_cam.txt").exists() or not DRIVE.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"shared data missing in CI: {KITTI}")
-        pytest.skip(f"shared KITTI sample not found at {KITTI} (../shared/data/kitti_tiny)")
-
-
 @pytest.fixture(scope="module")
 def kitti():
     """The 7 real frames (RGB) and a CameraInfo built from calib_cam_to_cam.txt (camera 2, rectified)."""
-    _require_kitti()
-    calib = {}
-    for line in (KITTI / "calib_cam_to_cam.txt").read_text().splitlines():
-        key, _, value = line.partition(":")
-        try:
-            calib[key] = np.array([float(x) for x in value.split()])
-        except ValueError:
-            pass
+    calib = read_calib_file(require_shared(f"{KITTI}/calib_cam_to_cam.txt"))
+    drive = require_shared(f"{KITTI}/2011_09_26_drive_0023_sync/image_02/data")
     P = calib["P_rect_02"].reshape(3, 4)
     w, h = (int(x) for x in calib["S_rect_02"])
-    frames = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(DRIVE.glob("*.png"))]
+    frames = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(drive.glob("*.png"))]
     assert len(frames) == 7 and frames[0].shape == (h, w, 3) == (375, 1242, 3)
     info = CameraInfo(width=w, height=h, distortion_model="plumb_bob")
     info.header.frame_id = FRAME_ID
@@ -89,91 +65,10 @@ def checkpoint(tmp_path_factory):
     return lite0_checkpoint(tmp_path_factory.mktemp("ckpt"), NET_H, NET_W)
 
 
-class Graph:
-    """One rclpy context with a spinning executor and a tester node (publishers and collecting subscribers)."""
-
-    def __init__(self):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=DOMAIN_ID)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
-        self.tester = Node("tester", context=self.context)
-        self.executor.add_node(self.tester)
-        self.nodes = []
-        self.received: dict[str, list] = {}
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
-
-    def add_node(self, node):
-        self.nodes.append(node)
-        self.executor.add_node(node)
-        return node
-
-    def collect(self, topic, msg_type, qos=None):
-        qos = qos or QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.received.setdefault(topic, [])
-
-        def cb(msg):
-            with self._lock:
-                self.received[topic].append(msg)
-        return self.tester.create_subscription(msg_type, topic, cb, qos)
-
-    def publisher(self, topic, msg_type, reliable=True):
-        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE if reliable
-                         else ReliabilityPolicy.BEST_EFFORT)
-        return self.tester.create_publisher(msg_type, topic, qos)
-
-    def messages(self, topic, stamp=None):
-        with self._lock:
-            msgs = list(self.received.get(topic, []))
-        if stamp is None:
-            return msgs
-        return [m for m in msgs if (m.header.stamp.sec, m.header.stamp.nanosec) == (stamp.sec, stamp.nanosec)]
-
-    def wait_for(self, predicate, timeout=TIMEOUT, what="condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-    def send_until(self, send, predicate, what, every=5.0, timeout=TIMEOUT):
-        """Call ``send()`` until ``predicate()`` holds, re-sending every ``every`` seconds: the node's camera
-        subscription is best-effort (SensorDataQoS), so on a loaded machine a large frame may be lost in transit."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            send()
-            try:
-                self.wait_for(predicate, timeout=min(every, max(deadline - time.monotonic(), 0.1)), what=what)
-                return
-            except AssertionError:
-                continue
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-    def wait_matched(self, pub, count=1):
-        self.wait_for(lambda: pub.get_subscription_count() >= count, what=f"a subscriber on {pub.topic_name}")
-
-    def wait_node_ready(self, node):
-        """Until the node's publishers see every collecting subscription on their topics (else the node skips
-        frames for lack of subscribers)."""
-        pubs = [p for p in node._publishers_out if p.topic_name in self.received]
-        self.wait_for(lambda: all(p.get_subscription_count() >= 1 for p in pubs), what="the node's subscribers")
-
-    def close(self):
-        self.executor.shutdown(timeout_sec=5)
-        self._thread.join(10)
-        for node in self.nodes:
-            node.destroy_node()
-        self.tester.destroy_node()
-        rclpy.shutdown(context=self.context)
-
-
 @pytest.fixture
 def graph():
-    g = Graph()
-    yield g
-    g.close()
+    with Graph(domain_id=DOMAIN_ID) as g:
+        yield g
 
 
 def _header(i, frame_id=FRAME_ID):
@@ -181,19 +76,14 @@ def _header(i, frame_id=FRAME_ID):
 
 
 def _node(graph, checkpoint, ns, **params):
-    overrides = [Parameter("weights", value=checkpoint), Parameter("log_throttle_sec", value=0.0)]
-    overrides += [Parameter(k, value=v) for k, v in params.items()]
-    return graph.add_node(DepthNode(context=graph.context, namespace=ns, parameter_overrides=overrides))
+    return graph.start_node(ns, {"weights": checkpoint, "log_throttle_sec": 0.0, **params})
 
 
-def _send(graph, pub_img, pub_info, kitti, i, msg=None, info=True):
-    header = _header(i)
-    if info:
-        ci = kitti["info"]
-        ci.header = conv.copy_header(header)
-        pub_info.publish(ci)
-    pub_img.publish(msg if msg is not None else conv.rgb_to_image(kitti["frames"][i % 7], header, "bgr8"))
-    return header.stamp
+def _send(camera, kitti, i, msg=None, info=True):
+    """Frame ``i`` (bgr8; or ``msg`` as given) with stamp ``_header(i)``, after the KITTI camera_info with the same
+    header unless ``info`` is false. Returns the stamp key."""
+    return camera.send(kitti["frames"][i % 7] if msg is None else None, _header(i),
+                       info=kitti["info"] if info else None, msg=msg, encoding="bgr8")
 
 
 def _check_outputs(graph, ns, stamp, K, size, max_range=0.0, encoding="32FC1", decimation=1):
@@ -205,7 +95,7 @@ def _check_outputs(graph, ns, stamp, K, size, max_range=0.0, encoding="32FC1", d
     (cloud_msg,) = graph.messages(f"{ns}/points", stamp)
     for m in (depth_msg, info_msg, cloud_msg):
         assert m.header.frame_id == FRAME_ID
-        assert (m.header.stamp.sec, m.header.stamp.nanosec) == (stamp.sec, stamp.nanosec)
+        assert stamp_key(m) == stamp_key(stamp)
     assert (depth_msg.encoding, depth_msg.width, depth_msg.height) == (encoding, w, h)
     assert depth_msg.step == w * (4 if encoding == "32FC1" else 2)
     depth = decode_depth(depth_msg)
@@ -251,14 +141,12 @@ def test_in_process_reliable_and_best_effort_cameras(graph, checkpoint, kitti):
     graph.collect(f"{ns}/points", PointCloud2, qos_profile_sensor_data)
     graph.collect(f"{ns}/depth/colored", Image)
     for reliable in (True, False):
-        pub_img = graph.publisher(f"{ns}/image", Image, reliable)
-        pub_info = graph.publisher(f"{ns}/camera_info", CameraInfo, reliable)
-        graph.wait_matched(pub_img)
-        graph.wait_matched(pub_info)
+        camera = graph.camera(ns, reliable=reliable)
+        camera.wait_matched()
         graph.wait_node_ready(node)
         for i in range(3 if reliable else 2):
             idx = i + (0 if reliable else 3)
-            stamp = _send(graph, pub_img, pub_info, kitti, idx)
+            stamp = _send(camera, kitti, idx)
             graph.wait_for(lambda: all(graph.messages(f"{ns}/{t}", stamp) for t in
                                        ("depth", "depth/camera_info", "points", "depth/colored")),
                            what=f"outputs of frame {idx} ({'reliable' if reliable else 'best-effort'} camera)")
@@ -267,8 +155,7 @@ def test_in_process_reliable_and_best_effort_cameras(graph, checkpoint, kitti):
             assert np.isnan(xyz[..., 2]).any() and np.isfinite(xyz[..., 2]).any()  # the range limit bites
             (colored,) = graph.messages(f"{ns}/depth/colored", stamp)
             assert (colored.encoding, colored.width, colored.height) == ("rgb8", 1242, 375)
-        graph.tester.destroy_publisher(pub_img)
-        graph.tester.destroy_publisher(pub_info)
+        camera.close()
     s = node.stats
     assert s.processed == 5 and s.rejected == 0 and s.failed == 0
 
@@ -279,13 +166,10 @@ def test_bad_messages_and_resolution_change_keep_the_node_serving(graph, checkpo
     graph.collect(f"{ns}/depth", Image)
     graph.collect(f"{ns}/depth/camera_info", CameraInfo)
     graph.collect(f"{ns}/points", PointCloud2)
-    pub_img = graph.publisher(f"{ns}/image", Image)
-    pub_info = graph.publisher(f"{ns}/camera_info", CameraInfo)
-    graph.wait_matched(pub_img)
-    graph.wait_matched(pub_info)
+    camera = graph.camera(ns)
+    camera.wait_matched()
     graph.wait_node_ready(node)
 
-    good = conv.rgb_to_image(kitti["frames"][0], _header(0), "rgb8")
     unknown = conv.rgb_to_image(kitti["frames"][0], _header(0), "rgb8")
     unknown.encoding = "yuv_weird"
     wrong_step = conv.rgb_to_image(kitti["frames"][0], _header(0), "rgb8")
@@ -298,36 +182,36 @@ def test_bad_messages_and_resolution_change_keep_the_node_serving(graph, checkpo
         "wrong step": wrong_step,
         "truncated data": truncated,
     }
-    serial = 10
+    serials = itertools.count(10)
+
+    def serve(make_image, topic="points"):
+        """Send good frames ``make_image(header)`` with fresh stamps until the node answers on ``topic``; returns
+        the answered stamp. The node's camera subscription is best-effort, so on a loaded machine a 1.4 MB frame
+        can be lost in transit; a frame that only arrives late gets its own answer, under its own stamp."""
+        def send():
+            i = next(serials)
+            return _send(camera, kitti, i, msg=make_image(_header(i)))
+        return graph.send_until_answered(send, [f"{ns}/{topic}"], timeout=60.0, every=10.0)
+
     for reason, msg in bad.items():
-        stamp = _send(graph, pub_img, pub_info, kitti, serial, msg=msg)
+        _send(camera, kitti, next(serials), msg=msg)
         graph.wait_for(lambda: node.stats.rejected_reasons[reason] == 1, what=f"rejection of '{reason}'")
-        serial += 1
         # ... and the node still serves the next good frame.
-        good.header = _header(serial)
-        stamp = _send(graph, pub_img, pub_info, kitti, serial, msg=good)
-        graph.wait_for(lambda: graph.messages(f"{ns}/points", stamp), what=f"a frame after '{reason}'")
+        stamp = serve(lambda header: conv.rgb_to_image(kitti["frames"][0], header, "rgb8"))
         _check_outputs(graph, ns, stamp, kitti["K"], kitti["size"], max_range=8.0)
-        serial += 1
     assert node.stats.rejected == 4 and node.stats.failed == 0
 
     # Resolution change at runtime (camera_info still says 1242x375): the intrinsics follow the image.
     for size in ((621, 188), (320, 240), (1242, 375)):
         rgb = cv2.resize(kitti["frames"][1], size, interpolation=cv2.INTER_AREA)
-        header = _header(serial)
-        stamp = _send(graph, pub_img, pub_info, kitti, serial, msg=conv.rgb_to_image(rgb, header, "rgba8"))
-        graph.wait_for(lambda: graph.messages(f"{ns}/points", stamp), what=f"output at {size}")
+        stamp = serve(lambda header: conv.rgb_to_image(rgb, header, "rgba8"))
         K = resize_K(kitti["K"], kitti["size"], size) if size != kitti["size"] else kitti["K"]
         _check_outputs(graph, ns, stamp, K, size, max_range=8.0)
-        serial += 1
 
     # mono8 cameras work too.
-    header = _header(serial)
     grey = cv2.cvtColor(kitti["frames"][2], cv2.COLOR_RGB2GRAY)[..., None]
-    mono = Image(header=header, height=375, width=1242, encoding="mono8", step=1242,
-                 data=array.array("B", grey.tobytes()))
-    stamp = _send(graph, pub_img, pub_info, kitti, serial, msg=mono)
-    graph.wait_for(lambda: graph.messages(f"{ns}/depth", stamp), what="output of a mono8 frame")
+    serve(lambda header: Image(header=header, height=375, width=1242, encoding="mono8", step=1242,
+                               data=array.array("B", grey.tobytes())), topic="depth")
     assert node.stats.rejected == 4 and node.stats.failed == 0
 
 
@@ -340,16 +224,14 @@ def test_compressed_input_network_resolution_decimated_xyzrgb_16bit(graph, check
     graph.collect(f"{ns}/depth", Image)
     graph.collect(f"{ns}/depth/camera_info", CameraInfo)
     graph.collect(f"{ns}/points", PointCloud2)
-    pub_img = graph.publisher(f"{ns}/image/compressed", CompressedImage)
-    pub_info = graph.publisher(f"{ns}/camera_info", CameraInfo)
-    graph.wait_matched(pub_img)
-    graph.wait_matched(pub_info)
+    camera = graph.camera(ns, compressed=True)
+    camera.wait_matched()
     graph.wait_node_ready(node)
     rgb = kitti["frames"][4]
     ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     msg = CompressedImage(header=_header(40), format="png", data=array.array("B", png.tobytes()))
     stamp = _header(40).stamp
-    graph.send_until(lambda: _send(graph, pub_img, pub_info, kitti, 40, msg=msg),
+    graph.send_until(lambda: _send(camera, kitti, 40, msg=msg),
                      lambda: all(graph.messages(f"{ns}/{t}", stamp) for t in ("depth", "depth/camera_info", "points")),
                      what="outputs of a compressed frame")
     K_net = resize_K(kitti["K"], kitti["size"], (NET_W, NET_H))
@@ -368,14 +250,14 @@ def test_compressed_input_network_resolution_decimated_xyzrgb_16bit(graph, check
     # One at a time: only the latest frame is kept, so a burst could replace a bad frame before it is decoded.
     for i, data in enumerate((jpg.tobytes()[:5000], b"garbage bytes", b"")):
         bad = CompressedImage(header=_header(41 + i), format="jpeg", data=array.array("B", data))
-        graph.send_until(lambda: _send(graph, pub_img, pub_info, kitti, 41 + i, msg=bad),
+        graph.send_until(lambda: _send(camera, kitti, 41 + i, msg=bad),
                          lambda: node.stats.rejected >= i + 1, what=f"rejection of bad compressed frame {i}")
     assert node.stats.failed == 0
     assert {"truncated JPEG", "CompressedImage format 'jpeg'", "empty CompressedImage data (format 'jpeg')"} \
         <= set(node.stats.rejected_reasons)
     msg = CompressedImage(header=_header(50), format="jpeg", data=array.array("B", jpg.tobytes()))
     stamp = _header(50).stamp
-    graph.send_until(lambda: _send(graph, pub_img, pub_info, kitti, 50, msg=msg),
+    graph.send_until(lambda: _send(camera, kitti, 50, msg=msg),
                      lambda: graph.messages(f"{ns}/depth", stamp), what="output after bad compressed frames")
 
 
@@ -389,14 +271,14 @@ def test_intrinsics_fallback_and_none(graph, checkpoint, kitti):
         graph.collect(f"{ns}/depth", Image)
         graph.collect(f"{ns}/depth/camera_info", CameraInfo)
         graph.collect(f"{ns}/points", PointCloud2)
-    pubs = {ns: graph.publisher(f"{ns}/image", Image) for ns in ("/fb", "/noK")}
-    for pub in pubs.values():
-        graph.wait_matched(pub)
+    cameras = {ns: graph.camera(ns, info_topic=None) for ns in ("/fb", "/noK")}
+    for camera in cameras.values():
+        camera.wait_matched()
     graph.wait_node_ready(with_fallback)
     graph.wait_node_ready(without)
     K_fb = np.array([[fx, 0, cx], [0, fx, cy], [0, 0, 1.0]])
     for i in range(2):
-        stamps = {ns: _send(graph, pub, None, kitti, 60 + i, info=False) for ns, pub in pubs.items()}
+        stamps = {ns: _send(camera, kitti, 60 + i, info=False) for ns, camera in cameras.items()}
         graph.wait_for(lambda: graph.messages("/fb/points", stamps["/fb"]), what="fallback-intrinsics cloud")
         _check_outputs(graph, "/fb", stamps["/fb"], K_fb, kitti["size"], max_range=8.0)
         graph.wait_for(lambda: graph.messages("/noK/depth", stamps["/noK"]), what="depth without intrinsics")
@@ -408,14 +290,13 @@ def test_intrinsics_fallback_and_none(graph, checkpoint, kitti):
 def test_no_subscriber_no_inference_and_latest_frame_only(graph, checkpoint, kitti):
     ns = "/lazy"
     node = _node(graph, checkpoint, ns, **{"qos.input.reliability": "reliable", "qos.input.depth": 50})
-    pub_img = graph.publisher(f"{ns}/image", Image)
-    pub_info = graph.publisher(f"{ns}/camera_info", CameraInfo)
-    graph.wait_matched(pub_img)
+    camera = graph.camera(ns)
+    graph.wait_matched(camera.image)
     calls = []
     predict = node.estimator.predict
     node.estimator.predict = lambda *a, **k: calls.append(1) or predict(*a, **k)
     for i in range(3):
-        _send(graph, pub_img, pub_info, kitti, 70 + i)
+        _send(camera, kitti, 70 + i)
     graph.wait_for(lambda: node.stats.received == 3, what="three frames received")
     time.sleep(0.3)
     assert node.stats.skipped_no_subscribers == 3 and node.stats.processed == 0 and calls == []
@@ -427,7 +308,7 @@ def test_no_subscriber_no_inference_and_latest_frame_only(graph, checkpoint, kit
     last = None
     for i in range(12):
         last = _header(80 + i)
-        pub_img.publish(conv.rgb_to_image(small[i % 7], last, "rgb8"))
+        camera.send(small[i % 7], last)
     graph.wait_for(lambda: graph.messages(f"{ns}/depth", last.stamp), what="the last frame of the burst")
     graph.wait_for(lambda: node.stats.received == 15, what="all frames received")
     time.sleep(0.3)
@@ -440,91 +321,60 @@ def test_no_subscriber_no_inference_and_latest_frame_only(graph, checkpoint, kit
 # ----------------------------------------------------------------------------------------------------------------
 # The node as a separate process
 # ----------------------------------------------------------------------------------------------------------------
-def _node_command():
-    exe = shutil.which("depth_node", path=os.path.dirname(sys.executable)) or shutil.which("depth_node")
-    return [exe] if exe else [sys.executable, "-m", "dna_depth_ros.depth_node"]
-
-
-def _child_env():
-    env = dict(os.environ)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def test_separate_process_with_yaml_and_remaps(graph, checkpoint, kitti):
     ns = "/proc"
-    cmd = _node_command() + [
-        "--ros-args", "-r", f"__ns:={ns}", "--params-file", str(REPO / "config" / "dna_depth.yaml"),
-        "-p", f"weights:={checkpoint}", "-p", "log_throttle_sec:=0.0",
-        "-r", "image:=/cam/image_rect", "-r", "camera_info:=/cam/camera_info"]
-    proc = subprocess.Popen(cmd, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        graph.collect(f"{ns}/depth", Image)
-        graph.collect(f"{ns}/depth/camera_info", CameraInfo)
-        graph.collect(f"{ns}/points", PointCloud2)
-        pub_img = graph.publisher("/cam/image_rect", Image, reliable=False)
-        pub_info = graph.publisher("/cam/camera_info", CameraInfo)
-        graph.wait_for(lambda: pub_img.get_subscription_count() >= 1 or proc.poll() is not None, timeout=60,
+    with NodeProcess(namespace=ns, params_file=REPO / "config" / "ros" / "dna_depth.yaml",
+                     params={"weights": checkpoint, "log_throttle_sec": 0.0},
+                     remaps={"image": "/cam/image_rect", "camera_info": "/cam/camera_info"},
+                     domain_id=DOMAIN_ID) as node:
+        outputs = graph.collect_outputs(ns, DEFAULT_OUTPUTS)
+        camera = graph.camera(image_topic="/cam/image_rect", info_topic="/cam/camera_info", reliable=False,
+                              info_reliable=True)
+        # The process imports torch and prepares its backend before it subscribes: slow on a loaded machine.
+        graph.wait_for(lambda: camera.image.get_subscription_count() >= 1 or not node.alive(), timeout=120,
                        what="the node process to subscribe")
-        assert proc.poll() is None, proc.stdout.read()
-        graph.wait_for(lambda: graph.tester.count_publishers(f"{ns}/points") >= 1, what="the node's publishers")
+        assert node.alive(), node.wait()[1]
+        graph.wait_publisher(f"{ns}/points")
         sent = []
 
-        def send_until_answered(msg=None, timeout=60.0):
-            """Publish (new stamps) until the node answers. Early frames are skipped while the node's publishers
-            discover our subscriptions, and a best-effort camera can lose a 1.4 MB frame in transit."""
-            deadline = time.monotonic() + timeout
-            while True:
-                assert time.monotonic() < deadline and proc.poll() is None, "the node process does not answer"
-                stamp = _send(graph, pub_img, pub_info, kitti, 80 + len(sent))
-                sent.append(stamp)
-                t0 = time.monotonic()
-                while time.monotonic() - t0 < 5.0:
-                    if all(graph.messages(f"{ns}/{t}", stamp) for t in OUTPUT_TOPICS):
-                        return stamp
-                    time.sleep(0.05)
+        def send():
+            sent.append(_send(camera, kitti, 80 + len(sent)))
+            return sent[-1]
 
-        send_until_answered()  # discovery done both ways
+        # Early frames are skipped while the node's publishers discover our subscriptions, and a best-effort camera
+        # can lose a 1.4 MB frame in transit: publish new stamps until the node answers.
+        graph.send_until_answered(send, outputs, timeout=60.0, alive=node.alive)  # discovery done both ways
         time.sleep(0.5)
-        stamp = send_until_answered()
+        stamp = graph.send_until_answered(send, outputs, timeout=60.0, alive=node.alive)
         _check_outputs(graph, ns, stamp, kitti["K"], kitti["size"], max_range=8.0)
         bad = Image(header=_header(200), height=0, width=0, encoding="rgb8")
-        pub_img.publish(bad)
-        stamp = send_until_answered()
+        camera.image.publish(bad)
+        stamp = graph.send_until_answered(send, outputs, timeout=60.0, alive=node.alive)
         _check_outputs(graph, ns, stamp, kitti["K"], kitti["size"], max_range=8.0)
         time.sleep(0.5)
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0, out
+        assert node.alive()
+        code, out = node.stop(timeout=30)
+        assert code == 0, out
         assert "dropping frame: empty image: 0x0" in out
         m = re.search(r"received (\d+), processed (\d+), dropped (\d+), skipped \(no subscribers\) (\d+), "
                       r"rejected (\d+), failed (\d+)", out)
         received, processed, dropped, skipped, rejected, failed = (int(x) for x in m.groups())
-        answered = sum(any(graph.messages(f"{ns}/{t}", p) for t in OUTPUT_TOPICS) for p in sent)
+        answered = sum(any(graph.messages(t, p) for t in outputs) for p in sent)
         assert (processed, rejected, failed) == (answered, 1, 0)
         assert received <= len(sent) + 1
         assert received == processed + rejected + skipped + dropped
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
 
 
 def test_bad_weights_path_is_a_clear_error_at_start(tmp_path):
     missing = tmp_path / "no_such_model.safetensors"
-    proc = subprocess.run(_node_command() + ["--ros-args", "-p", f"weights:={missing}"], env=_child_env(),
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
-    out = proc.stdout + proc.stderr
+    with NodeProcess(params={"weights": missing}, domain_id=DOMAIN_ID) as node:
+        code, out = node.wait(timeout=120)
+    assert code == 1
     assert f"weights file not found: {missing}" in out and "cannot start" in out
-    proc = subprocess.run(_node_command() + ["--ros-args", "-p", "weights:=/tmp/x.safetensors", "-p",
-                                             "scale.mode:=metres"], env=_child_env(), capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 1
-    assert "parameter 'scale.mode': 'metres' is not one of none, fixed, camera_height" in proc.stdout + proc.stderr
+    with NodeProcess(params={"weights": "/tmp/x.safetensors", "scale.mode": "metres"}, domain_id=DOMAIN_ID) as node:
+        code, out = node.wait(timeout=120)
+    assert code == 1
+    assert "parameter 'scale.mode': 'metres' is not one of none, fixed, camera_height" in out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -540,11 +390,27 @@ def test_bad_parameters_are_named(graph, checkpoint):
         "parameter 'depth.encoding': '8UC1' is not one of 32FC1, 16UC1": {"depth.encoding": "8UC1"},
     }
     for message, params in cases.items():
-        overrides = [Parameter("weights", value=checkpoint)] + [Parameter(k, value=v) for k, v in params.items()]
         with pytest.raises(NodeConfigError, match=re.escape(message)):
-            DepthNode(context=graph.context, namespace="/badparams", parameter_overrides=overrides)
+            graph.start_node("/badparams", {"weights": checkpoint, **params})
     # Nothing half-built stays in the graph.
     assert "dna_depth" not in graph.tester.get_node_names()
+
+
+def test_harness_stamps_environment_and_output_types(graph):
+    from dna_depth_ros.harness import OUTPUT_TYPES, loopback_env, make_header
+
+    header = make_header((3, 7), "cam")
+    assert (header.stamp.sec, header.stamp.nanosec, header.frame_id) == (3, 7, "cam")
+    for stamp in (3_000_000_007, (3, 7), Time(sec=3, nanosec=7), header, Image(header=header)):
+        assert stamp_key(stamp) == (3, 7)
+    env = loopback_env(5, base={"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "ROS_DOMAIN_ID": "1", "OTHER": "x"})
+    assert env == {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": "5", "OTHER": "x",
+                   "PYTHONUNBUFFERED": "1"}
+    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"  # set by the Graph before rclpy started
+    for topic, msg_type in OUTPUT_TYPES.items():
+        assert graph.collect(f"/types/{topic}").msg_type is msg_type
+    with pytest.raises(ValueError, match="not a node output"):
+        graph.collect("/types/image")
 
 
 def test_throttled_logger_counts_what_it_holds_back():

@@ -12,7 +12,7 @@ import dna_depth_core
 from dna_depth_core import inference as inf
 from dna_depth_core.backends import BACKENDS, register_backend, resolve_device
 from dna_depth_core.camera import centre_crop_box, crop_K, resize_K
-from dna_depth_core.data.synthetic import SyntheticScene, make_trajectory, synthetic_intrinsics
+from dna_depth_core.data.synthetic import synthetic_drive, synthetic_intrinsics
 from conftest import lite0_checkpoint
 
 NET_H, NET_W = 64, 224  # small network input keeps the CPU tests fast
@@ -160,28 +160,10 @@ def test_bad_arguments_are_named(net, tmp_path, estimator):
 TRUE_SCALE = 3.7  # the "network" predicts metric depth / 3.7
 
 
-def _rot_x(deg):
-    a = math.radians(deg)
-    return np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
-
-
-def _rot_z(deg):
-    a = math.radians(deg)
-    return np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
-
-
-def _drive(frames, seed, height, pitch_deg, roll_deg, width=320, h=96):
-    """Poses of a synthetic drive with the camera at ``height`` m above the road, pitched and rolled."""
-    poses, _ = make_trajectory(frames, seed)
-    scene = SyntheticScene(seed, length=float(poses[:, 2, 3].max()) + 20.0)
-    R = _rot_x(-pitch_deg) @ _rot_z(roll_deg)
-    out = []
-    for p in poses:
-        p = p.copy()
-        p[:3, :3] = p[:3, :3] @ R
-        p[1, 3] = 1.65 - height  # the road is the plane y = 1.65 of the street frame
-        out.append(p)
-    return scene, out
+def _drive(frames, seed, height, pitch_deg, roll_deg):
+    """A synthetic drive with the camera at ``height`` m above the road, pitched and rolled: (scene, poses)."""
+    drive = synthetic_drive(frames, seed, camera_height=height, pitch_deg=pitch_deg, roll_deg=roll_deg)
+    return drive.scene, list(drive.poses)
 
 
 def test_camera_height_scale_on_a_synthetic_drive():

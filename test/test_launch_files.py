@@ -2,7 +2,7 @@
 
 ``ros2 launch`` (launch, launch_ros) cannot be installed here, so the Python launch file is parsed with ``ast`` and
 the XML one with ElementTree; the package, executable, node name, parameter file and remapped topics they name
-are checked against package.xml, setup.py, the node and config/. The YAML's parameters must be exactly the
+are checked against package.xml, setup.py, the node and config/ros/. The YAML's parameters must be exactly the
 node's declared parameters, with the same types and defaults, and docs/ros.md must document each of them.
 """
 import ast
@@ -16,7 +16,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PY_LAUNCH = REPO / "launch" / "dna_depth.launch.py"
 XML_LAUNCH = REPO / "launch" / "dna_depth.launch.xml"
-YAML = REPO / "config" / "dna_depth.yaml"
+YAML = REPO / "config" / "ros" / "dna_depth.yaml"
+NAV2_EXAMPLE = REPO / "config" / "ros" / "nav2_costmap_example.yaml"
 
 
 def _package_name():
@@ -34,9 +35,16 @@ def _console_scripts():
 
 
 def _installed_data_globs():
-    """The glob patterns of setup.py's data_files, per install folder (``share/<pkg>/config`` -> ['config/*.yaml'])."""
+    """The glob patterns of setup.py's data_files (``['launch/*.launch.py', ..., 'config/ros/*.yaml', ...]``)."""
     text = (REPO / "setup.py").read_text()
     return re.findall(r'glob\("([^"]+)"\)', text)
+
+
+def _installed_data_folders():
+    """setup.py's data_files as ``{glob pattern: install folder relative to share/<pkg>}``."""
+    text = (REPO / "setup.py").read_text()
+    pairs = re.findall(r'\("share/" \+ package_name \+ "/([^"]+)", glob\("([^"]+)"\)\)', text)
+    return {pattern: folder for folder, pattern in pairs}
 
 
 def _call_name(call):
@@ -92,9 +100,10 @@ def test_python_launch_file(py_launch):
 
     params = _kw(node, "parameters").elts
     pkg, rel = _resolve_path_join(params[0], declared)
-    assert pkg == package and rel == "config/dna_depth.yaml"
+    assert pkg == package and rel == "config/ros/dna_depth.yaml"
     assert (REPO / rel).is_file()
-    assert "config/*.yaml" in _installed_data_globs()  # installed to share/<pkg>/config by setup.py
+    # setup.py installs config/ros/*.yaml to share/<pkg>/config/ros: the same relative path as in the source tree.
+    assert _installed_data_folders()["config/ros/*.yaml"] == "config/ros"
     assert "launch/*.launch.py" in _installed_data_globs()
     # weights are passed on top of the YAML
     assert isinstance(params[1], ast.Dict) and [k.value for k in params[1].keys] == ["weights"]
@@ -167,6 +176,6 @@ def test_parameters_are_documented():
     for topic in ("image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points",
                   "depth/colored"):
         assert f"`{topic}`" in docs
-    assert (REPO / "config" / "nav2_costmap_example.yaml").is_file()
-    nav2 = yaml.safe_load((REPO / "config" / "nav2_costmap_example.yaml").read_text())
+    assert NAV2_EXAMPLE.is_file()
+    nav2 = yaml.safe_load(NAV2_EXAMPLE.read_text())
     assert "local_costmap" in nav2

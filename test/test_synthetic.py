@@ -13,6 +13,8 @@ from dna_depth_core.data.synthetic import (
     SyntheticScene,
     make_trajectory,
     render_drive,
+    synthetic_drive,
+    synthetic_frames,
     synthetic_intrinsics,
 )
 from dna_depth_core.evaluation import read_velodyne, velodyne_to_depth
@@ -126,6 +128,41 @@ def test_seeds_give_different_drives_and_same_seed_is_reproducible():
     assert np.abs(a[0].astype(int) - c[0]).mean() > 5
     s0, s1 = make_trajectory(50, 0)[1], make_trajectory(50, 1)[1]
     assert np.abs(s0 - s1).max() > 0.05
+
+
+def test_in_memory_frames_are_the_frames_of_the_written_drive(drive):
+    """synthetic_frames (the builder of tests, benchmarks and calibration) renders exactly what render_drive
+    writes for the same seed, size and supersampling; ``every`` takes every n-th frame of a longer drive."""
+    frames = synthetic_frames(FRAMES, W, H, seed=3)
+    assert len(frames) == FRAMES
+    for i, (rgb, K, depth) in enumerate(frames):
+        np.testing.assert_array_equal(rgb, _read_rgb(drive.drive_dir / "image_02" / "data" / f"{i:010d}.png"))
+        np.testing.assert_array_equal(depth, np.load(drive.drive_dir / "depth" / f"{i:010d}.npy"))
+        np.testing.assert_array_equal(K, drive.K)
+    longer = synthetic_drive(6, seed=3)
+    spaced = synthetic_frames(3, W // 4, H // 4, seed=3, every=2, ss=1)
+    for j, (rgb, K, depth) in enumerate(spaced):
+        rgb_j, K_j, depth_j = longer.render(2 * j, W // 4, H // 4, ss=1)
+        np.testing.assert_array_equal(rgb, rgb_j)
+        np.testing.assert_array_equal(depth, depth_j)
+        np.testing.assert_allclose(K, synthetic_intrinsics(W // 4, H // 4))
+    assert not np.array_equal(spaced[0][0], spaced[1][0])
+    with pytest.raises(ValueError, match="count and every"):
+        synthetic_frames(0, W, H)
+
+
+def test_camera_rig_height_and_pitch():
+    low = synthetic_drive(3, seed=2, camera_height=1.2)
+    assert np.allclose(low.poses[:, 1, 3], ROAD_Y - 1.2)
+    np.testing.assert_array_equal(low.poses[:, :3, :3], synthetic_drive(3, seed=2).poses[:, :3, :3])
+    _, K, depth = low.render(0, 320, 96, ss=1)
+    # level camera 1.2 m above a flat road (any yaw): row v sees the road at z = 1.2 fy / (v - cy)
+    v = 95
+    assert depth[v, 160] == pytest.approx(1.2 * K[1, 1] / (v - K[1, 2]), rel=1e-5)
+    pitched = synthetic_drive(3, seed=2, pitch_deg=5.0, roll_deg=2.0)
+    optical_axis = pitched.poses[:, :3, 2]
+    np.testing.assert_allclose(optical_axis[:, 1], np.sin(np.deg2rad(5.0)), atol=1e-12)  # y down: looks down
+    assert np.allclose(pitched.poses[:, :3, 3], low.poses[:, :3, 3] + [0.0, -(ROAD_Y - 1.2), 0.0])
 
 
 def test_kitti_layout_calibration_and_split(drive):

@@ -82,7 +82,7 @@ def test_overrides_coerce_and_reject(tmp_path):
 @pytest.mark.parametrize("name", ["train_dna_b0_640x192", "train_dna_b0_1024x320", "train_dna_b1_640x192",
                                   "train_dna_b1_1024x320", "train_synthetic"])
 def test_shipped_recipes_load(name):
-    c = load_config(os.path.join(REPO, "config", f"{name}.yaml"))
+    c = load_config(os.path.join(REPO, "config", "train", f"{name}.yaml"))
     assert c.height % 32 == 0 and c.width % 32 == 0
 
 
@@ -511,7 +511,7 @@ def _command(argv):
 def test_command_print_config(capsys):
     import yaml
 
-    assert _command(["--config", os.path.join(REPO, "config", "train_synthetic.yaml"), "batch_size=2",
+    assert _command(["--config", os.path.join(REPO, "config", "train", "train_synthetic.yaml"), "batch_size=2",
                      "--out", "/tmp/x", "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["batch_size"] == 2 and printed["out_dir"] == "/tmp/x" and printed["model"] == "dna_lite0"

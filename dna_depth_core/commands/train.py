@@ -9,7 +9,7 @@ from dna_depth_core.training.trainer import train
 
 NAME = "train"
 HELP = "train a depth network (self-supervised, monocular video)"
-DESCRIPTION = """Train from a YAML recipe (config/train_*.yaml); KEY=VALUE arguments override its options (see
+DESCRIPTION = """Train from a YAML recipe (config/train/train_*.yaml); KEY=VALUE arguments override its options (see
 docs/training.md for every option). Checkpoints go to OUT/checkpoints/step_XXXXXXXX/ (model.safetensors is what
 `dna-depth predict --weights` reads); OUT/checkpoints/latest names the newest. Logs: OUT/train_log.csv,
 OUT/val_log.csv, OUT/tensorboard/.
@@ -22,16 +22,16 @@ The same command scales out: `torchrun --nproc_per_node 4 -m dna_depth_core.cli 
 (DistributedDataParallel, nccl on CUDA, gloo on CPU; batch_size is the global batch).
 
 examples:
-  dna-depth train --config config/train_dna_b0_640x192.yaml data_path=/data/kitti_raw
-  dna-depth train --config config/train_synthetic.yaml --out runs/synth max_steps=200 batch_size=4
+  dna-depth train --config config/train/train_dna_b0_640x192.yaml data_path=/data/kitti_raw
+  dna-depth train --config config/train/train_synthetic.yaml --out runs/synth max_steps=200 batch_size=4
   dna-depth train --resume runs/synth num_epochs=30
-  dna-depth train --config config/train_synthetic.yaml --bag drive.mcap_bag --image-topic /camera/image_raw \
+  dna-depth train --config config/train/train_synthetic.yaml --bag drive.mcap_bag --image-topic /camera/image_raw \
       --camera-info-topic /camera/camera_info --out runs/bag max_steps=200"""
 
 
 def add_arguments(p) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config options")
-    p.add_argument("--config", help="YAML recipe (config/train_*.yaml); without it: the paper's defaults, or the "
+    p.add_argument("--config", help="YAML recipe (config/train/train_*.yaml); without it: the paper's defaults, or the "
                    "checkpoint's config when resuming")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
                    help="continue from a checkpoint (default: the newest in OUT)")

@@ -3,7 +3,8 @@
 Submodules (import them directly; the names below are also re-exported lazily, so importing this package does
 not import torch):
 
-- :mod:`dna_depth_core.data.synthetic`: ``SyntheticScene``, ``render_drive``, ``DriveInfo``, ``make_trajectory``.
+- :mod:`dna_depth_core.data.synthetic`: ``synthetic_frames`` (frames in memory), ``SyntheticScene``,
+  ``render_drive``, ``DriveInfo``, ``make_trajectory``.
 - :mod:`dna_depth_core.data.kitti`: calibration/split readers, ``KittiDataset``, ``fetch_splits``.
 - :mod:`dna_depth_core.data.augment`: ``ColorJitter``, ``sample_color_jitter``.
 - :mod:`dna_depth_core.data.poses`: ``read_drive_poses`` (a drive's ground-truth ``poses.txt``).
@@ -20,6 +21,8 @@ _EXPORTS = {
     "render_drive": "synthetic",
     "make_trajectory": "synthetic",
     "synthetic_intrinsics": "synthetic",
+    "synthetic_frames": "synthetic",
+    "synthetic_drive": "synthetic",
     "KittiDataset": "kitti",
     "read_calib_file": "kitti",
     "read_split_file": "kitti",

@@ -17,8 +17,11 @@ are supersampled (2x2 by default). Consecutive frames are therefore photometrica
 
 Depth maps hold the exact camera-z depth at each pixel centre (metres, float32), 0 where the pixel sees the sky.
 
-:func:`render_drive` writes a drive in the KITTI raw layout (see its docstring); poses are ``T_world_cam``
-(camera-to-street-frame, 3x4 row-major per line of ``poses.txt``). Pixel coordinates follow the project
+:func:`synthetic_frames` is the public builder of synthetic camera frames in memory, ``(rgb, K, depth)`` per
+frame, for tests, benchmarks and int8 calibration (:func:`iter_synthetic_frames` yields them one at a time;
+:func:`synthetic_drive` gives the street and the poses, with an optional camera rig, for callers that render
+themselves). :func:`render_drive` writes a drive in the KITTI raw layout (see its docstring); poses are
+``T_world_cam`` (camera-to-street-frame, 3x4 row-major per line of ``poses.txt``). Pixel coordinates follow the project
 convention (origin at the centre of the top-left pixel); the calibration files use KITTI's 1-based
 convention (principal point + 1), so the standard velodyne exporter (``pixel = round(u, v) - 1``) lands on
 the pixel each point was sampled from.
@@ -641,6 +644,68 @@ def make_trajectory(frames: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     return poses, np.asarray(steps, np.float64)
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Frames in memory: the one builder of synthetic camera frames (tests, benchmarks, calibration, bags, drives)
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SyntheticDrive:
+    """A street and the camera poses of one drive through it (:func:`synthetic_drive`)."""
+
+    scene: SyntheticScene
+    poses: np.ndarray  # (N, 4, 4) T_world_cam
+    steps: np.ndarray  # (N-1,) metres driven between consecutive frames
+
+    def __len__(self) -> int:
+        return len(self.poses)
+
+    def render(self, i: int, width: int, height: int, K: np.ndarray | None = None, ss: int = 2):
+        """Frame ``i`` as ``(rgb, K, depth)``: (H, W, 3) uint8 RGB, the (3, 3) pixel intrinsics (default
+        :func:`synthetic_intrinsics`) and the (H, W) float32 camera-z depth in metres (0 = sky)."""
+        K = synthetic_intrinsics(width, height) if K is None else np.asarray(K, np.float64)
+        rgb, depth = self.scene.render(self.poses[i], K, width, height, ss=ss)
+        return rgb, K, depth
+
+
+def synthetic_drive(frames: int, seed: int = 0, camera_height: float = ROAD_Y, pitch_deg: float = 0.0,
+                    roll_deg: float = 0.0) -> SyntheticDrive:
+    """A drive of ``frames`` poses (:func:`make_trajectory`) through the street of ``seed``, the street long
+    enough for it (20 m beyond the last pose).
+
+    The camera rig: ``camera_height`` metres above the road (default 1.65, KITTI's), pitched down by
+    ``pitch_deg`` (a rotation about the camera's x axis; positive looks down) after a roll of ``roll_deg`` about
+    its optical axis.
+    """
+    poses, steps = make_trajectory(frames, seed)
+    scene = SyntheticScene(seed, length=float(poses[:, 2, 3].max()) + 20.0)
+    if camera_height != ROAD_Y or pitch_deg or roll_deg:
+        rig = _rot_xyz(-np.deg2rad(pitch_deg), 0.0, 0.0) @ _rot_xyz(0.0, 0.0, np.deg2rad(roll_deg))
+        poses = poses.copy()
+        poses[:, :3, :3] = poses[:, :3, :3] @ rig
+        poses[:, 1, 3] = ROAD_Y - camera_height  # the road is the plane y = ROAD_Y of the street frame
+    return SyntheticDrive(scene=scene, poses=poses, steps=steps)
+
+
+def iter_synthetic_frames(count: int, width: int, height: int, seed: int = 0, every: int = 1, ss: int = 2):
+    """``count`` synthetic street frames ``(rgb, K, depth)`` (see :meth:`SyntheticDrive.render`), one every
+    ``every`` frames of a drive of ``count * every`` frames with ``seed``, rendered one at a time."""
+    if count < 1 or every < 1:
+        raise ValueError(f"count and every must be >= 1, got {count} and {every}")
+    drive = synthetic_drive(count * every, seed)
+    for i in range(0, count * every, every):
+        yield drive.render(i, width, height, ss=ss)
+
+
+def synthetic_frames(count: int, width: int, height: int, seed: int = 0, every: int = 1,
+                     ss: int = 2) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The list of :func:`iter_synthetic_frames`: ``[(rgb (H, W, 3) uint8, K (3, 3), depth (H, W) float32)]``.
+
+    ``every`` > 1 spaces the frames out along the drive (more varied views, e.g. for int8 calibration); ``ss``
+    is the supersampling at geometric edges (1 is quicker)."""
+    return list(iter_synthetic_frames(count, width, height, seed=seed, every=every, ss=ss))
+
+
 @dataclass
 class DriveInfo:
     """What :func:`render_drive` wrote. Paths are absolute; ``poses`` are ``T_world_cam`` (N, 4, 4)."""
@@ -777,7 +842,7 @@ def _render_and_save(i: int) -> int:
     """Render frame ``i`` of the drive described by ``_WORKER_STATE`` and write its image, depth and scan."""
     st = _WORKER_STATE
     K = st["K"]
-    rgb, depth = st["scene"].render(st["poses"][i], K, st["width"], st["height"], ss=st["ss"])
+    rgb, _, depth = st["drive"].render(i, st["width"], st["height"], K=K, ss=st["ss"])
     name = f"{i:010d}"
     img_file = st["img_dir"] / f"{name}.png"
     if not cv2.imwrite(str(img_file), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
@@ -839,11 +904,11 @@ def render_drive(
     _write_if_same(root / date / "calib_cam_to_cam.txt", calib_cam_to_cam_text(width, height))
     _write_if_same(root / date / "calib_velo_to_cam.txt", calib_velo_to_cam_text())
 
-    poses, steps = make_trajectory(frames, seed)
-    scene = SyntheticScene(seed, length=float(poses[:, 2, 3].max()) + 20.0)
+    drive_frames = synthetic_drive(frames, seed)
+    poses, steps = drive_frames.poses, drive_frames.steps
     K = synthetic_intrinsics(width, height)
     velo_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7003]))
-    state = dict(scene=scene, poses=poses, K=K, width=width, height=height, ss=ss, img_dir=img_dir,
+    state = dict(drive=drive_frames, K=K, width=width, height=height, ss=ss, img_dir=img_dir,
                  depth_dir=depth_dir, velo_dir=velo_dir, velo_seeds=velo_rng.integers(0, 2**31, frames))
     bar = tqdm(total=frames, desc=f"synth drive {drive:04d}", unit="frame", disable=not progress)
     if workers > 1:

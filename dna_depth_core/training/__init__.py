@@ -1,7 +1,7 @@
 """Training: self-supervised depth (and pose) from monocular video, one process or a ``torchrun`` job.
 
 >>> from dna_depth_core.training import load_config, train
->>> cfg = load_config("config/train_synthetic.yaml", ["max_steps=100"])
+>>> cfg = load_config("config/train/train_synthetic.yaml", ["max_steps=100"])
 >>> summary = train(cfg)                       # or train(cfg, resume="runs/synthetic")
 
 Modules, lowest first (each imports only from those above it, and from the layers below training):

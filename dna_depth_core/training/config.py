@@ -4,7 +4,7 @@ Defaults are the paper's schedule (docs/dna-depth-spec.md, "Self-supervised obje
 lr 1e-4, batch 16, 40 epochs with the lr x0.1 from epoch 35, 640x192, depth 0.1..100 m, smoothness 1e-3, SSIM
 weight 0.85, 4 scales, frames 0/-1/+1, ImageNet-pretrained encoders.
 
->>> cfg = load_config("config/train_dna_b0_640x192.yaml", ["batch_size=8", "learning_rate=5e-5"])
+>>> cfg = load_config("config/train/train_dna_b0_640x192.yaml", ["batch_size=8", "learning_rate=5e-5"])
 >>> cfg.to_yaml("run/config.yaml")
 
 Values from YAML files and from overrides go through the same coercion (``coerce_value``): a field typed

@@ -2,7 +2,8 @@
 """Pose-network probe for the synthetic recipe (docs/synthetic_recipe.md): can a pose network learn the motion from
 the photometric loss when the depth is exact?
 
-Two diagnostics on rendered synthetic drives (``scripts/synthetic_recipe.py`` renders them under ``--data``):
+Two diagnostics on rendered synthetic drives (``scripts/experiments/synthetic_recipe.py`` renders them under
+``--data``):
 
 - ``--landscape``: the self-supervised loss (auto-mask + min reprojection over frames -1/+1) with the drive's exact
   depth and its true poses, the translations multiplied by s = 0.5..2. A minimum at s = 1 with a wide basin says
@@ -11,9 +12,9 @@ Two diagnostics on rendered synthetic drives (``scripts/synthetic_recipe.py`` re
   depth network); every ``--eval-every`` steps the correlation of its predicted per-frame speed with the true one on
   the held-out drive (and on the training drive's first 100 frames) is printed.
 
-    python scripts/pose_probe.py --data runs/synthetic_data --landscape
-    python scripts/pose_probe.py --data runs/synthetic_data --pose lite0 --lr 3e-4 --steps 200
-    python scripts/pose_probe.py --data runs/synthetic_data --pose small --norm batch --lr 3e-4 --steps 800
+    python scripts/experiments/pose_probe.py --data runs/synthetic_data --landscape
+    python scripts/experiments/pose_probe.py --data runs/synthetic_data --pose lite0 --lr 3e-4 --steps 200
+    python scripts/experiments/pose_probe.py --data runs/synthetic_data --pose small --norm batch --lr 3e-4 --steps 800
 """
 from __future__ import annotations
 
@@ -25,8 +26,6 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 
 def load_drive(folder: str):
@@ -153,7 +152,8 @@ def train(args, drive, heldout) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="data/synthetic", help="drive root rendered by scripts/synthetic_recipe.py")
+    ap.add_argument("--data", default="data/synthetic",
+                    help="drive root rendered by scripts/experiments/synthetic_recipe.py")
     ap.add_argument("--train-drive", default="2000_01_01/2000_01_01_drive_0001_sync")
     ap.add_argument("--heldout-drive", default="2000_01_01/2000_01_01_drive_0090_sync")
     ap.add_argument("--landscape", action="store_true", help="print the loss against the translation scale and exit")
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     for d in (args.train_drive, args.heldout_drive):
         if not os.path.isfile(os.path.join(args.data, d, "synthetic.json")):
             ap.error(f"{os.path.join(args.data, d)} is not a rendered synthetic drive (render it with "
-                     "scripts/synthetic_recipe.py --data ... or dna-depth synth)")
+                     "scripts/experiments/synthetic_recipe.py --data ... or dna-depth synth)")
     heldout = load_drive(os.path.join(args.data, args.heldout_drive))
     if args.landscape:
         landscape(heldout)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""The synthetic-drive experiment of issue 3: train self-supervised on synthetic drives, evaluate on a held-out
+"""The synthetic-drive experiment: train self-supervised on synthetic drives, evaluate on a held-out
 drive every K steps (depth: AbsRel/a1 with median scaling against its exact depth; pose: the predicted per-frame
 translation against poses.txt), and record the curves against process CPU time.
 
-    python scripts/synthetic_recipe.py --config config/train_synthetic.yaml --out runs/recipe \
+    python scripts/experiments/synthetic_recipe.py --config config/train/train_synthetic.yaml --out runs/recipe \
         --max-cpu-minutes 60 --eval-every 100 [KEY=VALUE overrides of the config ...]
 
 Writes ``OUT/curves.csv`` (one row per evaluation), ``OUT/curves.png``, ``OUT/result.json`` (the last and the
@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+# The repository root (this file is scripts/experiments/synthetic_recipe.py): the default recipe lives there.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 COLUMNS = ["step", "epoch", "cpu_s", "wall_s", "loss", "translation_norm", "automask_fraction", "abs_rel", "a1",
            "pearson_speed", "cos_mean", "scale", "spread_ratio", "mean_tz", "eval_s"]
@@ -115,7 +115,7 @@ def read_curves(path: str) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=os.path.join(REPO, "config", "train_synthetic.yaml"))
+    ap.add_argument("--config", default=os.path.join(REPO, "config", "train", "train_synthetic.yaml"))
     ap.add_argument("--out", help="run folder (or, with --plot, the PNG to write)")
     ap.add_argument("--plot", nargs="+", metavar="NAME=RUN_DIR",
                     help="only plot the curves.csv of finished runs into one PNG (--out), no training")
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     gt_path = os.path.join(args.out, "heldout_gt.npz")
     export_gt(args.data, heldout, gt_path, progress=False)
     gt = load_gt(gt_path)
-    cmd = " ".join([os.path.relpath(sys.argv[0], REPO) if sys.argv else "scripts/synthetic_recipe.py"] +
+    cmd = " ".join([os.path.relpath(sys.argv[0], REPO) if sys.argv else "scripts/experiments/synthetic_recipe.py"] +
                    (sys.argv[1:] if argv is None else list(argv)))
     with open(os.path.join(args.out, "command.txt"), "w") as f:
         f.write(cmd + "\n")

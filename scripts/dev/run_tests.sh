@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs the test suite. Tests that start rclpy need DDS confined to loopback: the whole run goes into a network
 # namespace that has only `lo` (unshare -n). Where that is not permitted, the run stays on the host network with
-# ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (set by scripts/env.sh); under CI=true a missing namespace is an error.
+# ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (set by scripts/dev/env.sh); under CI=true a missing namespace is an error.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-. scripts/env.sh
+cd "$(dirname "$0")/../.."
+. scripts/dev/env.sh
 if unshare -n true 2>/dev/null; then
   exec unshare -n bash -c 'ip link set lo up && exec python -m pytest -ra "$@"' -- "$@"
 fi

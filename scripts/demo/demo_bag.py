@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""End-to-end bag demo (issue 5): synthesise a bag, train on it, replay it through the depth node in a real
+"""End-to-end bag demo: synthesise a bag, train on it, replay it through the depth node in a real
 rclpy graph, save depth PNGs and a PLY point cloud, print accuracy (trained vs untrained) and FPS.
 
-    python scripts/demo_bag.py --out runs/demo_bag                       # the synthetic demo
-    python scripts/demo_bag.py --out runs/demo_bag --steps 20 --frames 60  # a quick smoke run
-    python scripts/demo_bag.py --bag MY_BAG --weights model.safetensors \\
+    python scripts/demo/demo_bag.py --out runs/demo_bag                       # the synthetic demo
+    python scripts/demo/demo_bag.py --out runs/demo_bag --steps 20 --frames 60  # a quick smoke run
+    python scripts/demo/demo_bag.py --bag MY_BAG --weights model.safetensors \\
         --image-topic /cam/image_raw --camera-info-topic /cam/camera_info   # your recording (no accuracy: no GT)
 
-DDS stays on loopback: this script sets ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and its own ROS_DOMAIN_ID (62 by
-default) before rclpy starts; run it inside `unshare -n` for a graph with no network at all.
+The replay runs the node in-process in a graph of dna_depth_ros.harness (shared with the node tests and
+benchmarks/node_latency.py). DDS stays on loopback: this script sets ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and
+its own ROS_DOMAIN_ID (62 by default) before rclpy starts; run it inside `unshare -n` for a graph with no network
+at all.
 """
 from __future__ import annotations
 
@@ -17,11 +19,10 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # this file is scripts/demo/demo_bag.py
 
 
 def parse_args(argv=None):
@@ -29,7 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/demo_bag", help="output folder")
     p.add_argument("--bag", help="replay this bag (default: synthesise OUT/synth_bag)")
     p.add_argument("--weights", help="checkpoint to run (default: train one on the bag)")
-    p.add_argument("--config", default=str(REPO / "config" / "train_synthetic.yaml"), help="training recipe")
+    p.add_argument("--config", default=str(REPO / "config" / "train" / "train_synthetic.yaml"), help="training recipe")
     p.add_argument("--steps", type=int, default=350,
                    help="training steps (max_steps); the default fits the demo in 15 minutes on 2 cores")
     p.add_argument("--frames", type=int, default=300, help="frames of the synthetic bag")
@@ -63,100 +64,56 @@ def write_ply(path, points, colors) -> None:
 
 
 def replay(weights, frames, K_of, domain_id: int, timeout: float, camera_height: float | None = None):
-    """Publish each frame (Image + CameraInfo) into a fresh rclpy graph holding a DepthNode; collect 'depth' and
-    'points' (the node's own PointCloud2).
+    """Publish each frame (Image + CameraInfo) into a fresh rclpy graph holding a DepthNode and wait for its
+    'depth'; keep the node's own PointCloud2 ('points') of the last frame.
 
     Returns ``(depths: list of (H, W) float32 or None, seconds, last cloud: (xyz (H, W, 3), rgb) or None)``."""
-    import rclpy
-    from rclpy.executors import MultiThreadedExecutor
-    from rclpy.node import Node
-    from rclpy.parameter import Parameter
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-
     from dna_depth_core.ros_images import decode_depth
-    from dna_depth_core.visualize import colorize_depth
     from dna_depth_ros import conversions as conv
-    from dna_depth_ros.depth_node import DepthNode
-    from std_msgs.msg import Header
-    from builtin_interfaces.msg import Time
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from dna_depth_ros.harness import Graph
 
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=domain_id)
-    ex = MultiThreadedExecutor(num_threads=2, context=ctx)
-    tester = Node("bag_player", context=ctx)
-    params = [Parameter("weights", value=str(weights)), Parameter("publish.points", value=True),
-              Parameter("points.xyzrgb", value=True), Parameter("points.max_range", value=80.0),
-              Parameter("qos.input.reliability", value="reliable")]
+    params = {"weights": str(weights), "publish.points": True, "points.xyzrgb": True, "points.max_range": 80.0,
+              "qos.input.reliability": "reliable"}
     if camera_height:
-        params += [Parameter("scale.mode", value="camera_height"),
-                   Parameter("scale.camera_height", value=float(camera_height))]
-    node = DepthNode(context=ctx, namespace="/demo", parameter_overrides=params)
-    ex.add_node(tester)
-    ex.add_node(node)
-    got: dict = {}
-    clouds: dict = {}
-    lock = threading.Lock()
-
-    def on_depth(msg):
-        with lock:
-            got[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = decode_depth(msg)
-
-    def on_points(msg):
-        with lock:
-            clouds.clear()  # keep the latest only
-            clouds[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = conv.cloud_to_arrays(msg)
-
-    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    tester.create_subscription(Image, "/demo/depth", on_depth, qos)
-    tester.create_subscription(PointCloud2, "/demo/points", on_points, qos)
-    pub_img = tester.create_publisher(Image, "/demo/image", qos)
-    pub_info = tester.create_publisher(CameraInfo, "/demo/camera_info", qos)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
-    depths = []
-    try:
-        t_wait = time.monotonic() + timeout
-        while (pub_img.get_subscription_count() < 1 or not node.has_subscribers()) and time.monotonic() < t_wait:
-            time.sleep(0.02)
+        params.update({"scale.mode": "camera_height", "scale.camera_height": float(camera_height)})
+    ns = "/demo"
+    with Graph(domain_id=domain_id, name="bag_player") as graph:
+        node = graph.start_node(ns, params)
+        depth_topic, points_topic = f"{ns}/depth", f"{ns}/points"
+        graph.collect(depth_topic)
+        graph.collect(points_topic, keep=1)  # the newest cloud only
+        camera = graph.camera(ns)
+        try:
+            camera.wait_matched(timeout)
+            graph.wait_node_ready(node, timeout)
+        except TimeoutError:
+            pass  # the frames below then time out one by one and are reported as missing
+        depths = []
         t0 = time.perf_counter()
+        key = None
         for stamp, rgb in frames:
-            key = (int(stamp // 1_000_000_000), int(stamp % 1_000_000_000))
-            header = Header(stamp=Time(sec=key[0], nanosec=key[1]), frame_id="camera_optical_frame")
-            info = conv.make_camera_info(K_of(rgb), rgb.shape[1], rgb.shape[0], header)
-            img = conv.rgb_to_image(rgb, header)
-            pub_info.publish(info)
-            pub_img.publish(img)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                with lock:
-                    if key in got:
-                        break
-                time.sleep(0.002)
-            with lock:
-                depths.append(got.get(key))
+            key = camera.send(rgb, stamp, K=K_of(rgb))
+            try:
+                graph.wait_for(lambda: graph.messages(depth_topic, key), timeout, what=f"the depth of {stamp}")
+                depths.append(decode_depth(graph.messages(depth_topic, key)[0]))
+            except TimeoutError:
+                depths.append(None)
         seconds = time.perf_counter() - t0
-        deadline = time.monotonic() + timeout  # the last frame's cloud
-        while time.monotonic() < deadline:
-            with lock:
-                if key in clouds:
-                    break
-            time.sleep(0.01)
-    finally:
-        ex.shutdown(timeout_sec=5)
-        th.join(10)
-        node.destroy_node()
-        tester.destroy_node()
-        rclpy.shutdown(context=ctx)
-    with lock:
-        cloud = next(iter(clouds.values()), None)
+        cloud = None
+        try:  # the last frame's cloud
+            (msg,) = graph.wait_for(lambda: graph.messages(points_topic, key), timeout, what="the last cloud")
+            cloud = conv.cloud_to_arrays(msg)
+        except TimeoutError:
+            latest = graph.messages(points_topic)
+            cloud = conv.cloud_to_arrays(latest[-1]) if latest else None
     return depths, seconds, cloud
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ["ROS_DOMAIN_ID"] = str(args.domain_id)
+    from dna_depth_ros.harness import confine_to_loopback
+
+    confine_to_loopback(args.domain_id)  # before rclpy starts; the training subprocess inherits it too
     import cv2
     import numpy as np
 

@@ -1,5 +1,5 @@
 # Source me: activates the project venv and points the ament index at it (rclpy from PyPI needs this).
-_here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+_here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 . "$_here/.venv/bin/activate"
 export AMENT_PREFIX_PATH="$_here/.venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 # DDS never leaves loopback.

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The earlier demo (make demo-kitti-layout): render synthetic street drives, train DNA-Depth (Lite0) self-supervised on
-# one for a few minutes, then evaluate it on a held-out drive against the exact depth (and the untrained network
-# against the same), and write colourised disparities + depth .npy for the held-out frames.
+# The KITTI-layout demo (make demo-kitti-layout): render synthetic street drives, train DNA-Depth (Lite0)
+# self-supervised on one for a few minutes, then evaluate it on a held-out drive against the exact depth (and the
+# untrained network against the same), and write colourised disparities + depth .npy for the held-out frames.
 # Knobs: DEMO_STEPS (training steps, default 200), DEMO_OUT (default out/demo_kitti_layout).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-. scripts/env.sh
+cd "$(dirname "$0")/../.."
+. scripts/dev/env.sh
 OUT=${DEMO_OUT:-out/demo_kitti_layout}
 STEPS=${DEMO_STEPS:-200}
 DATA=$OUT/data
@@ -26,13 +26,13 @@ import sys
 from dna_depth_core.io.checkpoint import save_checkpoint
 from dna_depth_core.training import load_config
 from dna_depth_core.training.networks import build_depth_net
-cfg = load_config("config/train_synthetic.yaml")
+cfg = load_config("config/train/train_synthetic.yaml")
 save_checkpoint(build_depth_net(cfg), sys.argv[1], provenance={"source": "untrained (recipe init)"})
 PY
 
-echo "== 3. train self-supervised for $STEPS steps (config/train_synthetic.yaml)"
+echo "== 3. train self-supervised for $STEPS steps (config/train/train_synthetic.yaml)"
 rm -rf "$OUT/run"
-dna-depth train --config config/train_synthetic.yaml --out "$OUT/run" data_path="$DATA" \
+dna-depth train --config config/train/train_synthetic.yaml --out "$OUT/run" data_path="$DATA" \
   max_steps="$STEPS" validate=false num_workers=0 log_every=20
 CKPT=$OUT/run/checkpoints/$(cat "$OUT/run/checkpoints/latest")/model.safetensors
 
