@@ -180,12 +180,14 @@ def decode_compressed(msg: Any, max_pixels: int | None = None) -> np.ndarray:
     if "compresseddepth" in fmt.lower().replace(" ", ""):
         raise ConversionError(f"CompressedImage format '{fmt}' is a depth stream, not a camera image")
     buf = _bytes(msg.data)
+    if buf.size == 0:
+        raise ConversionError(f"empty CompressedImage data (format '{fmt}')")
     try:
         kind, w, h = compressed_image_size(buf)
     except ConversionError as exc:
-        raise ConversionError(f"CompressedImage (format '{fmt}'): {exc}") from None
+        raise ConversionError(f"CompressedImage format '{fmt}': {exc}") from None
     if w <= 0 or h <= 0:
-        raise ConversionError(f"CompressedImage (format '{fmt}'): its {kind} header says {w}x{h}")
+        raise ConversionError(f"CompressedImage format '{fmt}': its {kind} header says {w}x{h}")
     if kind == "jpeg":
         # A JPEG ends with the EOI marker FF D9 (some encoders pad with zeros after it).
         tail = np.trim_zeros(buf[-64:], "b").tobytes()

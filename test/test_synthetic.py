@@ -45,7 +45,8 @@ def _read_poses(path):
 def test_road_depth_matches_plane_geometry():
     width, height = 640, 192
     K = synthetic_intrinsics(width, height)
-    np.testing.assert_allclose(K, [[0.58 * 640, 0, 320], [0, 1.92 * 192, 96], [0, 0, 1]])
+    # KITTI's default camera, principal point at the image centre ((W - 1) / 2 in pixel-centre coordinates)
+    np.testing.assert_allclose(K, [[0.58 * 640, 0, 319.5], [0, 1.92 * 192, 95.5], [0, 0, 1]])
     rgb, depth = SyntheticScene(seed=0).render(np.eye(4), K, width, height)
     assert rgb.shape == (height, width, 3) and rgb.dtype == np.uint8
     assert depth.shape == (height, width) and depth.dtype == np.float32
@@ -54,7 +55,7 @@ def test_road_depth_matches_plane_geometry():
     for v in (height - 1, height - 10, height - 30):
         expected = ROAD_Y * fy / (v - cy)
         assert depth[v, width // 2] == pytest.approx(expected, rel=1e-5)
-    assert depth[height - 1, width // 2] == pytest.approx(1.65 * 368.64 / 95.0, rel=1e-5)
+    assert depth[height - 1, width // 2] == pytest.approx(1.65 * 368.64 / 95.5, rel=1e-5)
     assert depth[0, width // 2] == 0.0  # sky straight ahead, high up: invalid depth
     assert (depth > 0).mean() > 0.5
 
