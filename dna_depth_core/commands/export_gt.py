@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+import numpy as np
+
+from dna_depth_core.data.kitti import read_split_file
+from dna_depth_core.evaluation import export_gt
 
 NAME = "export-gt"
 HELP = "export the ground-truth depth of a split to an .npz (velodyne, 16-bit PNG, npz or synthetic depth)"
@@ -28,13 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import numpy as np
-
-    from dna_depth_core.data.kitti import read_split_file
-    from dna_depth_core.evaluation import export_gt
-
     lines = read_split_file(args.split)
     out = Path(args.out) if args.out else Path(args.split).parent / "gt_depths.npz"
     depths = export_gt(args.data_path, lines, out, progress=not args.quiet)

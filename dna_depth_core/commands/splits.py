@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from dna_depth_core.data.kitti import DEFAULT_SPLITS_URL, fetch_splits
+
 NAME = "splits"
 HELP = "fetch the standard KITTI split lists (eigen_zhou train/val, eigen test)"
 DESCRIPTION = """\
@@ -17,8 +19,6 @@ Without network access, point --from at a local copy.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dna_depth_core.data.kitti import DEFAULT_SPLITS_URL
-
     parser.add_argument("action", choices=("fetch",), help="fetch: copy or download the split lists")
     parser.add_argument("--from", dest="source", default=None, metavar="DIR_OR_URL",
                         help=f"local folder or base URL (default: {DEFAULT_SPLITS_URL})")
@@ -27,8 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dna_depth_core.data.kitti import fetch_splits
-
     written = fetch_splits(args.source, args.out, timeout=args.timeout)
     for path in written:
         print(f"wrote {path}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from dna_depth_core.data.synthetic import DEFAULT_DATE, render_drive
+
 NAME = "synth"
 HELP = "render a synthetic street drive (KITTI raw layout, exact depth, velodyne scans, poses, split)"
 DESCRIPTION = """\
@@ -47,8 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dna_depth_core.data.synthetic import DEFAULT_DATE, render_drive
-
     if args.bag:
         from dna_depth_core.data.rosbag import write_synthetic_bag  # optional dependency: rosbags (extra "bags")
 

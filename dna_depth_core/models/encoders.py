@@ -26,6 +26,18 @@ _PYPI_WEIGHTS = {
 }
 
 
+def create_timm_model(name: str, **kwargs) -> nn.Module:
+    """``timm.create_model(name, **kwargs)``: the one place the models import timm.
+
+    timm is imported here, when a network is built, not when the package is imported: it loads torchvision,
+    which takes seconds, and ``import dna_depth_core`` (the CLI's ``--help``, the ROS node's start) should not pay
+    for it before it needs a network.
+    """
+    import timm  # deferred import (see the docstring): seconds of start-up, only needed to build a network
+
+    return timm.create_model(name, **kwargs)
+
+
 class TimmEncoder(nn.Module):
     """A timm backbone with ``features_only=True``.
 
@@ -35,11 +47,9 @@ class TimmEncoder(nn.Module):
 
     def __init__(self, timm_name: str, pretrained: str | None = None, in_chans: int = 3):
         super().__init__()
-        import timm  # local import: timm pulls in torchvision, slow to import
-
         self.timm_name = timm_name
         hub = pretrained == "imagenet" and timm_name not in _PYPI_WEIGHTS
-        self.body = timm.create_model(timm_name, features_only=True, pretrained=hub, in_chans=in_chans)
+        self.body = create_timm_model(timm_name, features_only=True, pretrained=hub, in_chans=in_chans)
         self.channels = tuple(self.body.feature_info.channels())
         reductions = tuple(self.body.feature_info.reduction())
         if reductions != (2, 4, 8, 16, 32):

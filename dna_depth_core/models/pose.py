@@ -19,7 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dna_depth_core.models.depth_net import NORMALIZATIONS
-from dna_depth_core.models.encoders import TimmEncoder, lukemelas_to_timm, pypi_weights_path, read_state_dict
+from dna_depth_core.models.encoders import (TimmEncoder, create_timm_model, lukemelas_to_timm, pypi_weights_path,
+                                            read_state_dict)
 
 
 def _scaled_outputs(x: torch.Tensor, output_scale: float, rotation_scale: float | None):
@@ -114,10 +115,8 @@ class PoseNet(PoseNetBase):
 
     def __init__(self, pretrained: str | None = None, output_scale: float = 0.01):
         super().__init__()
-        import timm  # local import: timm pulls in torchvision, slow to import (as in models.encoders)
-
         hub = pretrained == "imagenet"
-        self.encoder = timm.create_model("resnet18", pretrained=hub, in_chans=6, num_classes=0, global_pool="")
+        self.encoder = create_timm_model("resnet18", pretrained=hub, in_chans=6, num_classes=0, global_pool="")
         if pretrained not in (None, "imagenet"):
             load_resnet_weights(self.encoder, pretrained)
         self.decoder = PoseDecoder(self.encoder.num_features, output_scale=output_scale)

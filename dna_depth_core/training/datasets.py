@@ -25,7 +25,6 @@ from torch.utils.data.distributed import DistributedSampler
 
 from dna_depth_core.data import kitti
 from dna_depth_core.data.poses import read_drive_poses
-from dna_depth_core.data.rosbag import dataset_from_config as bag_dataset_from_config
 from dna_depth_core.geometry import invert_pose
 from dna_depth_core.training.config import TrainConfig
 from dna_depth_core.training.rng import mix_seed, seeded_rngs
@@ -88,7 +87,9 @@ def _kitti_dataset(cfg: TrainConfig, split_file: str, is_train: bool) -> Dataset
 
 @register_dataset("bag")
 def _bag_dataset(cfg: TrainConfig, split_file: str, is_train: bool) -> Dataset:
-    return bag_dataset_from_config(cfg, split_file, is_train)
+    from dna_depth_core.data.rosbag import dataset_from_config  # optional dependency: rosbags (extra "bags")
+
+    return dataset_from_config(cfg, split_file, is_train)
 
 
 # ================================================================================================================

@@ -200,7 +200,6 @@ def main(argv=None) -> int:
 
     # depth PNGs (trained network) and the node's last point cloud as PLY
     from dna_depth_core.visualize import colorize_depth
-    from dna_depth_ros import conversions as conv
 
     depth_dir = out / "depth"
     depth_dir.mkdir(exist_ok=True)

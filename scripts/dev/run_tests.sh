@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/dev/env.sh
+# Static checks first (seconds): the import contracts of docs/architecture.md, and pyflakes-level errors
+# (undefined names, unused imports) that a test might not reach.
+echo "[test] import contracts (lint-imports, .importlinter)"
+lint-imports --no-cache
+echo "[test] ruff (pyflakes rules)"
+ruff check --quiet --select F,E9 dna_depth_core dna_depth_ros scripts benchmarks test
 if unshare -n true 2>/dev/null; then
   exec unshare -n bash -c 'ip link set lo up && exec python -m pytest -ra "$@"' -- "$@"
 fi
