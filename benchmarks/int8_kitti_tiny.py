@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""int8 vs fp32 onnxruntime on the 7 real KITTI frames of kitti_tiny (issue 6): disparity difference, AbsRel/a1,
+"""int8 vs fp32 onnxruntime on the 7 real KITTI frames of kitti_tiny: disparity difference, AbsRel/a1,
 latency.
 
 For each checkpoint (``--weights``, repeatable):

@@ -1,4 +1,4 @@
-"""Test-time adaptation on the 7 real KITTI frames of kitti_tiny (issue 3).
+"""Test-time adaptation on the 7 real KITTI frames of kitti_tiny.
 
 Trains dna_lite0 self-supervised (monocular, frames 0/-1/+1, no labels) on the frames of
 ``kitti_tiny/2011_09_26/2011_09_26_drive_0023_sync`` that have both neighbours (1..5), and reports AbsRel and a1

@@ -1,4 +1,4 @@
-"""The self-supervised objective (Monodepth2 protocol, see docs/dna-depth-spec.md "Self-supervised objective").
+"""The self-supervised objective (Monodepth2 protocol, see docs/model.md, section 4).
 
 - Photometric error ``pe = 0.85 * clamp((1 - SSIM) / 2, 0, 1) + 0.15 * |a - b|``, each term averaged over channels;
   SSIM on 3x3 average-pool windows with reflection padding 1, ``C1 = 0.01**2``, ``C2 = 0.03**2``.

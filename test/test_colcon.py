@@ -62,7 +62,8 @@ def test_colcon_build_installs_launch_config_and_resource(tmp_path):
     exe = prefix / "lib" / PACKAGE / "depth_node"
     assert exe.is_file() and os.access(exe, os.X_OK), "ros2 run needs lib/<package>/depth_node"
     site = next((prefix / "lib").glob("python3*/site-packages"))
-    for module in ("dna_depth_ros/depth_node.py", "dna_depth_ros/conversions.py", "dna_depth_core/inference.py"):
+    for module in ("dna_depth_ros/depth_node.py", "dna_depth_ros/conversions.py", "dna_depth_core/inference/estimator.py",
+                   "dna_depth_core/data/rosbag/read.py", "dna_depth_core/backends/registry.py"):
         assert (site / module).is_file()
 
     # The installed executable runs from the install tree (imports resolve there) and names a bad weights path.

@@ -121,7 +121,7 @@ def test_same_colour_jitter_for_all_frames(drive, tmp_path):
     aug = item["color_aug"]
     assert torch.equal(aug[-1], aug[0]) and torch.equal(aug[1], aug[0])
     assert (aug[0] - item["color"][0]).abs().mean() > 1e-3  # the jitter did something
-    # no calibration file here: the spec's normalised KITTI K
+    # no calibration file here: KITTI's default normalised K
     assert item["K"][0][0, 0].item() == pytest.approx(0.58 * W, rel=1e-6)
 
 

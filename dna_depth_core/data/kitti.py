@@ -162,7 +162,7 @@ class KittiDataset(Dataset):
         num_scales: number of intrinsics scales (scale s is width // 2**s by height // 2**s).
         is_train: draw the augmentations (colour jitter p=0.5, horizontal flip p=0.5).
         use_calib: intrinsics from ``DATE/calib_cam_to_cam.txt`` (``P_rect_02``/``03``, normalised by the
-            original image size) when that file exists; else (or when False) the spec's normalised KITTI K.
+            original image size) when that file exists; else (or when False) KITTI's default normalised K (``camera.KITTI_K_NORMALISED``).
         seed: when given, sample ``i`` in epoch ``e`` (see :meth:`set_epoch`) draws its augmentations from
             ``default_rng((seed, e, i))``: reproducible and independent of DataLoader workers. When None, every
             call draws fresh randomness.
@@ -229,7 +229,7 @@ class KittiDataset(Dataset):
         return np.random.default_rng(np.random.SeedSequence([int(self.seed), self.epoch, int(index)]))
 
     def normalised_K(self, entry: SplitEntry, original_size) -> np.ndarray:
-        """Normalised intrinsics for ``entry`` (calibration when available and enabled, else the spec's K)."""
+        """Normalised intrinsics for ``entry`` (calibration when available and enabled, else KITTI's default)."""
         if not self.use_calib:
             return KITTI_K_NORMALISED.copy()
         key = (entry.date, entry.cam, tuple(original_size))

@@ -1,6 +1,6 @@
 """``TrainConfig``: every training option in one dataclass, read from YAML and ``key=value`` overrides.
 
-Defaults are the paper's schedule (docs/dna-depth-spec.md, "Self-supervised objective"): Adam (0.9, 0.999),
+Defaults are the paper's schedule (docs/model.md, section 5): Adam (0.9, 0.999),
 lr 1e-4, batch 16, 40 epochs with the lr x0.1 from epoch 35, 640x192, depth 0.1..100 m, smoothness 1e-3, SSIM
 weight 0.85, 4 scales, frames 0/-1/+1, ImageNet-pretrained encoders.
 
@@ -65,7 +65,7 @@ class TrainConfig:
     split: Optional[str] = None               # training split file ("folder frame side" per line)
     val_split: Optional[str] = None           # validation split file (optional)
     augment: bool = True                      # colour jitter + horizontal flip (p = 0.5 each)
-    use_calib: bool = False                   # K from calib_cam_to_cam.txt (false: the spec's fixed KITTI K)
+    use_calib: bool = False                   # K from calib_cam_to_cam.txt (false: KITTI's default K for every frame)
     num_workers: int = 4
     # -- ROS bags (dataset: bag; dna_depth_core.data.rosbag, docs/rosbag.md) ----------------------------------
     bags: list[str] = dataclasses.field(default_factory=list)  # ROS 1/ROS 2 bags (sqlite3, mcap) to train on
