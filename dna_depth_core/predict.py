@@ -12,11 +12,8 @@ import numpy as np
 from tqdm import tqdm
 
 from dna_depth_core.inference import DepthEstimator
-from dna_depth_core.preprocess import load_image
+from dna_depth_core.preprocess import IMAGE_SUFFIXES, load_image
 from dna_depth_core.visualize import colorize_disparity
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
-
 
 def find_images(path: str | os.PathLike) -> list[Path]:
     """One image file, or the image files of a folder (recursively, sorted)."""

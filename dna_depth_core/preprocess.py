@@ -27,6 +27,8 @@ import numpy as np
 from dna_depth_core.camera import centre_crop_box, network_K
 
 RESIZE_MODES = ("stretch", "crop")
+#: File suffixes of the images :func:`load_image` reads (folders of images: ``predict``, int8 calibration).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 _255 = np.float32(255.0)
 
 
@@ -116,4 +118,4 @@ def prepare(image: Any, net_size: Sequence[int], mode: str = "stretch", K: Any =
     return to_chw(small)[None], K_net, box
 
 
-__all__ = ["RESIZE_MODES", "as_rgb", "crop_box", "fit_image", "load_image", "prepare", "resize_image", "to_chw"]
+__all__ = ["IMAGE_SUFFIXES", "RESIZE_MODES", "as_rgb", "crop_box", "fit_image", "load_image", "prepare", "resize_image", "to_chw"]

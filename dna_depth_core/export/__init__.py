@@ -9,7 +9,7 @@ The file format itself (graph, metadata, reading it back) is :mod:`dna_depth_cor
 """
 from dna_depth_core.export.calibration import (
     DEFAULT_CALIBRATION_COUNT,
-    IMAGE_EXTENSIONS,
+    IMAGE_SUFFIXES,
     ImageCalibrationReader,
     find_calibration_images,
     load_calibration_image,
@@ -20,7 +20,7 @@ from dna_depth_core.export.onnx_export import ExportReport, export_onnx, verify_
 __all__ = [
     "DEFAULT_CALIBRATION_COUNT",
     "ExportReport",
-    "IMAGE_EXTENSIONS",
+    "IMAGE_SUFFIXES",
     "ImageCalibrationReader",
     "Int8Report",
     "export_onnx",

@@ -8,14 +8,12 @@ import glob
 import os
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 
 from dna_depth_core.io.onnx_format import INPUT_NAME
-from dna_depth_core.preprocess import as_rgb, prepare
+from dna_depth_core.preprocess import IMAGE_SUFFIXES, as_rgb, load_image, prepare
 
 #: File name endings taken as images when a calibration folder or glob pattern is searched (case-insensitive).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 #: Calibration images used when more are found (spread evenly over the sorted list): calibration costs one forward
 #: pass of the fp32 network per image.
 DEFAULT_CALIBRATION_COUNT = 64
@@ -27,18 +25,18 @@ def _images_in_folder(folder: str) -> list[str]:
     found: list[str] = []
     for root, dirs, files in os.walk(folder, onerror=errors.append):
         dirs.sort()
-        found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES)]
     if errors and not found:
         e = errors[0]
         raise ValueError(f"calibration folder {folder}: cannot be read ({type(e).__name__}: {e.strerror or e})")
     if not found:
-        raise ValueError(f"calibration folder {folder}: no image file ({', '.join(IMAGE_EXTENSIONS)}) in it or "
+        raise ValueError(f"calibration folder {folder}: no image file ({', '.join(IMAGE_SUFFIXES)}) in it or "
                          f"below it")
     return found
 
 
 def find_calibration_images(source: Any, count: int | None = DEFAULT_CALIBRATION_COUNT) -> list[Any]:
-    """The calibration images named by ``source``: a folder (searched recursively for :data:`IMAGE_EXTENSIONS`),
+    """The calibration images named by ``source``: a folder (searched recursively for :data:`IMAGE_SUFFIXES`),
     a glob pattern (``"frames/*.png"``, ``"**"`` recursive), an image file, an ``(H, W, 3)`` uint8 RGB array, or
     a list of those. Files are sorted per item; ``count`` (None: all) keeps that many, spread evenly over the list.
 
@@ -64,10 +62,10 @@ def find_calibration_images(source: Any, count: int | None = DEFAULT_CALIBRATION
             found.append(path)  # named explicitly: used whatever its ending (an unreadable one fails when loaded)
         elif any(c in path for c in _GLOB_CHARS):
             matches = [m for m in sorted(glob.glob(path, recursive=True))
-                       if os.path.isfile(m) and m.lower().endswith(IMAGE_EXTENSIONS)]
+                       if os.path.isfile(m) and m.lower().endswith(IMAGE_SUFFIXES)]
             if not matches:
                 raise ValueError(f"calibration: the pattern {path!r} matches no image file "
-                                 f"({', '.join(IMAGE_EXTENSIONS)})")
+                                 f"({', '.join(IMAGE_SUFFIXES)})")
             found += matches
         else:
             raise FileNotFoundError(f"calibration images not found: {path} (give a folder, a glob pattern or image "
@@ -82,11 +80,10 @@ def load_calibration_image(image: Any) -> np.ndarray:
     """An image file or array as ``(H, W, 3)`` uint8 RGB (grey replicated), or ValueError naming what is wrong."""
     if isinstance(image, np.ndarray):
         return as_rgb(image, name="calibration image")
-    path = os.fspath(image)
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
-    if bgr is None:
-        raise ValueError(f"calibration image {path}: missing or unreadable (not an image file OpenCV can decode)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        return load_image(image)
+    except FileNotFoundError as exc:
+        raise ValueError(f"calibration {exc} (not an image file OpenCV can decode)") from None
 
 
 def _register_as_calibration_reader(cls: type) -> None:
@@ -147,5 +144,5 @@ class ImageCalibrationReader:
         return iter(self.get_next, None)
 
 
-__all__ = ["DEFAULT_CALIBRATION_COUNT", "IMAGE_EXTENSIONS", "ImageCalibrationReader", "find_calibration_images",
+__all__ = ["DEFAULT_CALIBRATION_COUNT", "IMAGE_SUFFIXES", "ImageCalibrationReader", "find_calibration_images",
            "load_calibration_image"]

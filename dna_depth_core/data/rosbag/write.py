@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from dna_depth_core.data.rosbag.mcap import add_chunk_crcs
 from dna_depth_core.data.rosbag.read import CAMERA_INFO_TYPE, mcap_files, typestore
-from dna_depth_core.data.synthetic import SyntheticScene, make_trajectory, synthetic_intrinsics
+from dna_depth_core.data.synthetic import synthetic_drive
 
 STORAGES = ("mcap", "sqlite3")
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
@@ -133,15 +133,14 @@ def write_synthetic_bag(out, frames: int, seed: int = 0, width: int = 320, heigh
     "K", "seconds"}``.
     """
     t0 = time.perf_counter()
-    poses, _ = make_trajectory(frames, seed)
-    scene = SyntheticScene(seed, length=float(poses[:, 2, 3].max()) + 20.0)
-    K = synthetic_intrinsics(width, height)
+    drive = synthetic_drive(frames, seed)
+    K = None
     period = int(round(1e9 / fps))
     with ImageBagWriter(out, storage=storage, image_topic=image_topic, camera_info_topic=camera_info_topic,
                         depth_topic=depth_topic, compressed=compressed) as w, \
             tqdm(total=frames, desc="synth bag", unit="frame", disable=not progress) as bar:
         for i in range(frames):
-            rgb, depth = scene.render(poses[i], K, width, height, ss=ss)
+            rgb, K, depth = drive.render(i, width, height, ss=ss)
             w.write(start_ns + i * period, rgb, K, depth if depth_topic else None)
             bar.update(1)
     return {"path": str(out), "frames": frames, "K": K, "seconds": time.perf_counter() - t0}
