@@ -1,4 +1,4 @@
-"""Camera geometry for the self-supervised objective: depth <-> disparity, intrinsics, poses, warping.
+"""Camera geometry: depth <-> disparity, poses, warping (the self-supervised objective), depth <-> points.
 
 Conventions (docs/conventions.md):
 
@@ -12,6 +12,10 @@ Conventions (docs/conventions.md):
 - Poses: ``T_a_b`` ``(B, 4, 4)`` maps points in frame ``b`` to frame ``a``: ``p_a = T_a_b @ p_b``. The warp of a
   source frame ``s`` onto the target ``t`` uses ``T_s_t``.
 - Axis-angle: ``(B, 3)`` radians (direction = axis, norm = angle). Translations ``(B, 3)`` metres.
+- Quaternions (numpy): ``(4,)`` in ``geometry_msgs/Quaternion`` order ``(x, y, z, w)``.
+- Points to pixels (:func:`points_to_depth`): a point projecting to ``(u, v)`` lands on pixel
+  ``(floor(u + 0.5), floor(v + 0.5))``: pixel ``i`` covers ``[i - 0.5, i + 0.5)``, so the image holds the points with
+  ``-0.5 <= u < W - 0.5`` and ``-0.5 <= v < H - 0.5``.
 
 Every tensor function checks the shapes of its arguments and raises ``ValueError`` naming the argument.
 """
@@ -106,14 +110,23 @@ def axis_angle_to_matrix(axisangle: torch.Tensor) -> torch.Tensor:
     return eye + a[:, None, None] * k + b[:, None, None] * (k @ k)
 
 
-def invert_pose(T: torch.Tensor) -> torch.Tensor:
+def invert_pose(T):
     """Closed-form inverse of rigid transforms: ``[R | t]^-1 = [R^T | -R^T t]``.
 
     Args:
-        T: ``(B, 4, 4)``.
+        T: a tensor ``(B, 4, 4)``, or a numpy array ``(..., 4, 4)``.
     Returns:
-        ``(B, 4, 4)``.
+        the same kind and shape as ``T``.
     """
+    if isinstance(T, np.ndarray):
+        if T.shape[-2:] != (4, 4):
+            raise ValueError(f"T must have shape (..., 4, 4), got {T.shape}")
+        rot_t = np.swapaxes(T[..., :3, :3], -1, -2)
+        out = np.zeros_like(T)
+        out[..., :3, :3] = rot_t
+        out[..., :3, 3] = -(rot_t @ T[..., :3, 3:])[..., 0]
+        out[..., 3, 3] = 1.0
+        return out
     check_shape(T, "T", (None, 4, 4), "(B, 4, 4)")
     rot_t = T[:, :3, :3].transpose(1, 2)
     out = torch.zeros_like(T)
@@ -302,3 +315,98 @@ def depth_to_points(depth, K):
     v, u = np.mgrid[0:h, 0:w].astype(np.float64)
     rays = np.stack([u, v, np.ones_like(u)], axis=-1) @ np.linalg.inv(K).T  # (H, W, 3), z-component 1
     return (rays * z[..., None]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Quaternions and sparse depth from points (numpy)
+# ----------------------------------------------------------------------------------------------------------------
+def quaternion_to_matrix(q, tolerance: float = 1e-2) -> np.ndarray:
+    """Unit quaternion ``(x, y, z, w)`` (``geometry_msgs/Quaternion`` order) -> ``(3, 3)`` float64 rotation.
+
+    A quaternion whose norm is within ``tolerance`` of 1 is normalised first (messages store rounded values);
+    ``ValueError`` when it is further off, not finite, or not 4 numbers.
+    """
+    q = np.asarray(q, np.float64).reshape(-1)
+    if q.shape != (4,) or not np.isfinite(q).all():
+        raise ValueError(f"a quaternion must be 4 finite numbers (x, y, z, w), got {q.tolist()}")
+    n = float(np.linalg.norm(q))
+    if abs(n - 1.0) > tolerance:
+        raise ValueError(f"quaternion (x, y, z, w) = {q.tolist()} has norm {n:.6g}, not 1")
+    x, y, z, w = q / n
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def matrix_to_quaternion(R) -> np.ndarray:
+    """``(3, 3)`` rotation -> unit quaternion ``(x, y, z, w)`` with ``w >= 0`` (the inverse of
+    :func:`quaternion_to_matrix`; Shepperd's method, stable for every angle)."""
+    R = np.asarray(R, np.float64)
+    if R.shape != (3, 3):
+        raise ValueError(f"R must have shape (3, 3), got {R.shape}")
+    tr = np.trace(R)
+    k = int(np.argmax([tr, R[0, 0], R[1, 1], R[2, 2]]))
+    if k == 0:
+        s = 2.0 * np.sqrt(1.0 + tr)
+        q = [(R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, 0.25 * s]
+    elif k == 1:
+        s = 2.0 * np.sqrt(1.0 + R[0, 0] - R[1, 1] - R[2, 2])
+        q = [0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s, (R[2, 1] - R[1, 2]) / s]
+    elif k == 2:
+        s = 2.0 * np.sqrt(1.0 - R[0, 0] + R[1, 1] - R[2, 2])
+        q = [(R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s, (R[0, 2] - R[2, 0]) / s]
+    else:
+        s = 2.0 * np.sqrt(1.0 - R[0, 0] - R[1, 1] + R[2, 2])
+        q = [(R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s, (R[1, 0] - R[0, 1]) / s]
+    q = np.asarray(q)
+    q /= np.linalg.norm(q)
+    return -q if q[3] < 0 else q
+
+
+def points_to_depth(points, P, height: int, width: int, counts: dict | None = None) -> np.ndarray:
+    """Sparse depth map of 3-D points seen through a projection: the ground truth a LiDAR scan gives a camera.
+
+    Each point ``p`` goes to ``(u z, v z, z) = P [p; 1]`` (``P`` ``(3, 4)``, e.g. ``K @ T_camera_lidar[:3]``), or
+    ``K p`` for a ``(3, 3)`` ``P`` (points already in the camera's optical frame). Points with ``z <= 0`` (behind
+    the camera) and points off the image are dropped; a point lands on pixel ``(floor(u + 0.5), floor(v + 0.5))``
+    (the module's rounding convention: pixel centres at integer coordinates); when several land on one pixel the
+    nearest (smallest ``z``) wins. Points that are not finite are dropped.
+
+    Args:
+        points: ``(N, 3)`` (or ``(N, C)``, C > 3: the columns after the third are ignored).
+        P: ``(3, 4)`` or ``(3, 3)`` in pixels of a ``width`` x ``height`` image.
+        counts: when given, receives ``points`` (N), ``in_front`` (finite, ``z > 0``), ``on_image`` (of those, on
+            the image) and ``pixels`` (pixels that received a point).
+    Returns:
+        ``(height, width)`` float32 depth (camera z, the units of ``points``), 0 where no point landed.
+    """
+    pts = np.asarray(points, np.float64)
+    if pts.ndim != 2 or pts.shape[1] < 3:
+        raise ValueError(f"points must have shape (N, 3), got {pts.shape}")
+    P = np.asarray(P, np.float64)
+    if P.shape == (3, 3):
+        P = np.hstack([P, np.zeros((3, 1))])
+    if P.shape != (3, 4):
+        raise ValueError(f"P must have shape (3, 4) or (3, 3), got {P.shape}")
+    height, width = int(height), int(width)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"height and width must be positive, got {height}x{width}")
+    proj = pts[:, :3] @ P[:, :3].T + P[:, 3]
+    z = proj[:, 2]
+    with np.errstate(invalid="ignore"):
+        front = np.isfinite(proj).all(axis=1) & (z > 0)
+    proj, z = proj[front], z[front]
+    u = np.floor(proj[:, 0] / z + 0.5)
+    v = np.floor(proj[:, 1] / z + 0.5)
+    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    idx = v[inside].astype(np.int64) * width + u[inside].astype(np.int64)
+    out = np.full(height * width, np.inf)
+    np.minimum.at(out, idx, z[inside])
+    hit = np.isfinite(out)
+    out[~hit] = 0.0
+    if counts is not None:
+        counts.update(points=int(len(pts)), in_front=int(front.sum()), on_image=int(inside.sum()),
+                      pixels=int(hit.sum()))
+    return out.reshape(height, width).astype(np.float32)

@@ -3,7 +3,8 @@
 
 - :func:`read_velodyne`, :func:`velodyne_to_depth`: a raw scan projected into camera 2 or 3
   (``P_rect_0X @ R_rect_00 @ [R|T]_velo->cam``; depth = the projective depth, i.e. camera z, of points in front
-  of the scanner; pixel = ``round(u, v) - 1`` since KITTI's calibration is 1-based; the nearest return wins).
+  of the scanner; pixel = ``round(u, v) - 1`` since KITTI's calibration is 1-based; the nearest return wins;
+  :func:`dna_depth_core.geometry.points_to_depth` does the projection, as for any LiDAR).
 - :func:`export_gt` / :func:`load_gt`: the ground truth of a split as an ``.npz`` (one array per frame, loadable
   with ``allow_pickle=False``).
 
@@ -19,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dna_depth_core.data.kitti import SplitEntry, parse_split_line, read_calib_file
+from dna_depth_core.geometry import points_to_depth
 
 
 def read_velodyne(path) -> np.ndarray:
@@ -69,9 +71,10 @@ def velodyne_to_depth(points, calib_dir, cam: int = 2, image_shape=None) -> np.n
         cam: 2 (left colour) or 3 (right colour); 0/1 also work.
         image_shape: (H, W); default: ``S_rect_0{cam}`` of the calibration.
 
-    Points behind the scanner (x < 0) are dropped; each point goes to pixel ``round(u, v) - 1`` (KITTI's
-    calibration is 1-based) with its projective depth (the third homogeneous coordinate: camera z); points off
-    the image are dropped; when several land on one pixel the nearest wins.
+    Points behind the scanner (x < 0) are dropped; the rest go through :func:`dna_depth_core.geometry.
+    points_to_depth` with KITTI's matrix shifted to 0-based pixels (its calibration is 1-based): pixel
+    ``round(u, v) - 1`` (pixel centres at integers), depth = the projective depth (camera z); points off the image
+    are dropped; when several land on one pixel the nearest wins.
 
     Returns:
         (H, W) float32 depth in metres, 0 where no point landed.
@@ -90,19 +93,8 @@ def velodyne_to_depth(points, calib_dir, cam: int = 2, image_shape=None) -> np.n
             raise ValueError(f"image_shape must be (H, W), got {image_shape}")
         height, width = int(image_shape[0]), int(image_shape[1])
     M = velodyne_to_camera_matrix(calib_dir, cam)
-    pts = pts[pts[:, 0] >= 0, :3]
-    proj = pts @ M[:, :3].T + M[:, 3]
-    depth = proj[:, 2]
-    front = depth > 0
-    proj, depth = proj[front], depth[front]
-    u = np.round(proj[:, 0] / depth).astype(np.int64) - 1
-    v = np.round(proj[:, 1] / depth).astype(np.int64) - 1
-    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
-    u, v, depth = u[inside], v[inside], depth[inside]
-    out = np.full(height * width, np.inf)
-    np.minimum.at(out, v * width + u, depth)
-    out[np.isinf(out)] = 0.0
-    return out.reshape(height, width).astype(np.float32)
+    one_based = np.array([[1.0, 0.0, -1.0], [0.0, 1.0, -1.0], [0.0, 0.0, 1.0]])  # KITTI's u - 1, v - 1
+    return points_to_depth(pts[pts[:, 0] >= 0, :3], one_based @ M, height, width)
 
 
 # ----------------------------------------------------------------------------------------------------------
