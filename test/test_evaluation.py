@@ -197,3 +197,25 @@ def test_export_gt_real_kitti_sample(tmp_path):
     # an exact prediction of the real ground truth scores perfectly; the protocol runs on real sizes
     e, ratio = evaluate_depth(gts[0], gts[0] * 3.0 + (gts[0] == 0) * 30.0)
     assert ratio == pytest.approx(1 / 3, rel=1e-5) and e["abs_rel"] < 1e-6
+
+
+def test_error_accumulator_pools_like_compute_errors_and_scale_prediction():
+    from dna_depth_core.evaluation import ErrorAccumulator, scale_prediction
+
+    rng = np.random.default_rng(3)
+    g, p = rng.uniform(1, 50, 300), rng.uniform(1, 50, 300)
+    acc = ErrorAccumulator()
+    assert acc.result() is None
+    for part in np.split(np.arange(300), [10, 10, 200]):  # an empty part among them
+        acc.add(g[part], p[part])
+    assert acc.count == 300
+    want = compute_errors(g, p)
+    for k, v in acc.result().items():
+        assert v == pytest.approx(want[k], rel=1e-12), k
+    with pytest.raises(ValueError, match="> 0"):
+        acc.add(np.array([1.0]), np.array([0.0]))
+    # scaling: median ratio, clamped to the depth range
+    scaled, ratio = scale_prediction(np.array([2.0, 4.0, 100.0]), np.array([1.0, 2.0, 3.0]), "median", 1e-3, 80.0)
+    assert ratio == 2.0 and scaled.tolist() == [2.0, 4.0, 6.0]
+    scaled, ratio = scale_prediction(np.array([2.0]), np.array([90.0]), ("fixed", 2.0), 1e-3, 80.0)
+    assert ratio == 2.0 and scaled.tolist() == [80.0]
