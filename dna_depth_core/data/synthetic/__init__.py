@@ -26,22 +26,25 @@ convention (origin at the centre of the top-left pixel); the calibration files u
 convention (principal point + 1), so the standard velodyne exporter (``pixel = round(u, v) - 1``) lands on
 the pixel each point was sampled from.
 
-Modules: :mod:`.rig` (intrinsics, camera height, extrinsics), :mod:`.textures` (band-limited primitives),
-:mod:`.scene` (:class:`SyntheticScene`, the ray caster), :mod:`.drive` (trajectories, :func:`synthetic_drive`,
-:func:`synthetic_frames`), :mod:`.kitti_layout` (:func:`render_drive`, calibration files, velodyne scans).
+Modules: :mod:`.rig` (intrinsics, camera height, extrinsics of the KITTI rig and of the bags' car),
+:mod:`.textures` (band-limited primitives), :mod:`.scene` (:class:`SyntheticScene`, the ray caster), :mod:`.drive`
+(trajectories, :func:`synthetic_drive`, :func:`synthetic_frames`), :mod:`.lidar` (:func:`depth_to_scan`: LiDAR scans
+sampled from exact depth), :mod:`.kitti_layout` (:func:`render_drive`, calibration files, velodyne scans).
 """
 from dna_depth_core.data.synthetic.drive import (SyntheticDrive, iter_synthetic_frames, make_trajectory,
                                                  synthetic_drive, synthetic_frames)
 from dna_depth_core.data.synthetic.kitti_layout import (DriveInfo, calib_cam_to_cam_text, calib_velo_to_cam_text,
                                                         camera2_to_velodyne, depth_to_velodyne,
-                                                        format_calib_values, render_drive)
-from dna_depth_core.data.synthetic.rig import (DEFAULT_DATE, ROAD_Y, rectification, synthetic_intrinsics,
-                                               velodyne_extrinsics)
+                                                        format_calib_values, render_drive, velodyne_to_camera2)
+from dna_depth_core.data.synthetic.lidar import HDL32_ELEVATION, HDL64_ELEVATION, depth_to_scan, scan_rows
+from dna_depth_core.data.synthetic.rig import (DEFAULT_DATE, ROAD_Y, bag_extrinsics, rectification,
+                                               synthetic_intrinsics, velodyne_extrinsics)
 from dna_depth_core.data.synthetic.scene import SyntheticScene
 
 __all__ = [
-    "DEFAULT_DATE", "DriveInfo", "ROAD_Y", "SyntheticDrive", "SyntheticScene", "calib_cam_to_cam_text",
-    "calib_velo_to_cam_text", "camera2_to_velodyne", "depth_to_velodyne", "format_calib_values",
-    "iter_synthetic_frames", "make_trajectory", "rectification", "render_drive", "synthetic_drive",
-    "synthetic_frames", "synthetic_intrinsics", "velodyne_extrinsics",
+    "DEFAULT_DATE", "DriveInfo", "HDL32_ELEVATION", "HDL64_ELEVATION", "ROAD_Y", "SyntheticDrive", "SyntheticScene",
+    "bag_extrinsics", "calib_cam_to_cam_text", "calib_velo_to_cam_text", "camera2_to_velodyne", "depth_to_scan",
+    "depth_to_velodyne", "format_calib_values", "iter_synthetic_frames", "make_trajectory", "rectification",
+    "render_drive", "scan_rows", "synthetic_drive", "synthetic_frames", "synthetic_intrinsics",
+    "velodyne_extrinsics", "velodyne_to_camera2",
 ]

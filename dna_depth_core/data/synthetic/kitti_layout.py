@@ -13,9 +13,11 @@ import numpy as np
 from tqdm import tqdm
 
 from dna_depth_core.data.synthetic.drive import synthetic_drive
+from dna_depth_core.data.synthetic.lidar import HDL64_ELEVATION, depth_to_scan
 from dna_depth_core.data.synthetic.rig import (CAM2_OFFSET, CAM3_OFFSET, DEFAULT_DATE, rectification,
                                               synthetic_intrinsics, velodyne_extrinsics)
 from dna_depth_core.data.synthetic.textures import SUBPIXEL
+from dna_depth_core.geometry import invert_pose
 
 @dataclass
 class DriveInfo:
@@ -76,59 +78,37 @@ def calib_velo_to_cam_text() -> str:
     )
 
 
-def camera2_to_velodyne(points_cam2: np.ndarray) -> np.ndarray:
-    """Map (N, 3) points from the rendered camera (camera 2, rectified) to the velodyne frame.
-
-    Inverse of the exporter chain ``P_rect_02 @ R_rect_00 @ [R|T]``: ``X_rect0 = X_cam2 - (0.06, 0, 0)``,
-    ``X_cam0 = R_rect_00^T X_rect0``, ``X_velo = R^T (X_cam0 - T)``.
-    """
+def velodyne_to_camera2() -> np.ndarray:
+    """``(4, 4)`` transform camera 2 (the rendered camera, rectified) <- velodyne of the synthetic rig: the
+    exporter chain ``R_rect_00 @ [R|T]`` followed by camera 2's offset ``X_cam2 = X_rect0 + (0.06, 0, 0)``."""
     R, T = velodyne_extrinsics()
-    rect0 = points_cam2 - np.array([CAM2_OFFSET, 0.0, 0.0])
-    cam0 = rect0 @ rectification()  # rows: (R_rect^T x)^T = x^T R_rect
-    return (cam0 - T) @ R
+    velo_to_cam0 = np.eye(4)
+    velo_to_cam0[:3, :3], velo_to_cam0[:3, 3] = R, T
+    rect = np.eye(4)
+    rect[:3, :3] = rectification()
+    rect[0, 3] = CAM2_OFFSET
+    return rect @ velo_to_cam0
 
 
-def _scan_rows(K: np.ndarray, height: int) -> np.ndarray:
-    """Image rows hit by a 64-beam, HDL-64-like scanner (+2 deg .. -24.9 deg elevation)."""
-    elev = np.deg2rad(np.linspace(-2.0, 24.9, 64))  # positive = downwards (y down)
-    rows = np.round(K[1, 2] + K[1, 1] * np.tan(elev)).astype(int)
-    return np.unique(rows[(rows >= 0) & (rows < height)])
+def camera2_to_velodyne(points_cam2: np.ndarray) -> np.ndarray:
+    """Map (N, 3) points from the rendered camera (camera 2, rectified) to the velodyne frame (the inverse of
+    :func:`velodyne_to_camera2`)."""
+    T = invert_pose(velodyne_to_camera2())
+    return np.asarray(points_cam2, np.float64) @ T[:3, :3].T + T[:3, 3]
 
 
 def depth_to_velodyne(depth: np.ndarray, rgb: np.ndarray, K: np.ndarray, rng: np.random.Generator,
                       keep: float = 0.8, max_range: float = 120.0) -> np.ndarray:
-    """A KITTI-like ``(N, 4)`` float32 scan (x, y, z, reflectance) in the velodyne frame from an exact depth map.
+    """A KITTI-like ``(N, 4)`` float32 scan (x, y, z, reflectance) in the velodyne frame from an exact depth map:
+    :func:`~dna_depth_core.data.synthetic.lidar.depth_to_scan` with a 64-beam, HDL-64-like scanner (+2 deg ..
+    -24.9 deg) and the rig's :func:`velodyne_to_camera2`.
 
     Points sit exactly on pixel centres of scan rows (``keep`` of the valid pixels of each row, depth within
     ``max_range``), so projecting them back with the calibration gives the same depth at the same pixels. A ring
     of extra returns outside the camera's view (behind it or off-image) is added, as a real scan has.
     """
-    h, w = depth.shape
-    rows = _scan_rows(K, h)
-    sub = depth[rows]
-    vv, uu = np.nonzero((sub > 0) & (sub < max_range) & (rng.random(sub.shape) < keep))
-    v = rows[vv]
-    z = depth[v, uu].astype(np.float64)
-    pts = np.stack([(uu - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z], 1)
-    refl = rgb[v, uu].mean(axis=1) / 255.0
-    velo = camera2_to_velodyne(pts)
-    # off-camera returns: a ring around the car, kept only where it cannot land in the image
-    az = rng.uniform(-np.pi, np.pi, 3000)
-    rng_r = rng.uniform(4.0, 40.0, 3000)
-    ring = np.stack([rng_r * np.cos(az), rng_r * np.sin(az), rng.uniform(-1.7, 1.0, 3000)], 1)
-    R, T = velodyne_extrinsics()
-    cam = ring @ R.T + T
-    cam = cam @ rectification().T + np.array([CAM2_OFFSET, 0.0, 0.0])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = K[0, 0] * cam[:, 0] / cam[:, 2] + K[0, 2]
-        vv2 = K[1, 1] * cam[:, 1] / cam[:, 2] + K[1, 2]
-    inside = (cam[:, 2] > 0) & (u > -2) & (u < w + 1) & (vv2 > -2) & (vv2 < h + 1)
-    ring = ring[~inside]
-    out = np.concatenate([
-        np.hstack([velo, refl[:, None]]),
-        np.hstack([ring, rng.uniform(0, 1, (len(ring), 1))]),
-    ])
-    return out.astype(np.float32)
+    return depth_to_scan(depth, rgb, K, velodyne_to_camera2(), rng, keep=keep, max_range=max_range, beams=64,
+                         elevation_deg=HDL64_ELEVATION)
 
 
 def _write_if_same(path: Path, text: str) -> None:

@@ -1,5 +1,6 @@
 """The synthetic car's camera rig: intrinsics (KITTI's default camera), mounting height, camera offsets, the
-velodyne extrinsics and the rectification written to the calibration files."""
+velodyne extrinsics and the rectification written to the calibration files, and the body frame, camera and LiDAR
+of the synthetic ROS bags (:func:`bag_extrinsics`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,6 +16,14 @@ CAM3_OFFSET = -0.48  # camera 3 (not rendered) 48 cm right of camera 0
 VELO_T = np.array([-0.004, -0.076, -0.272])  # velodyne -> camera-0 translation (metres)
 VELO_RPY = (0.004, -0.008, 0.006)  # small extra rotation of the velodyne mount (radians)
 RECT_RPY = (0.0043, -0.0074, 0.0098)  # R_rect_00 (radians), of the size of KITTI's
+
+# The car of the synthetic ROS bags, in its body frame base_link (REP 103: x forward, y left, z up) on the road
+# plane. The camera looks along x, level; the roof LiDAR sits behind and above it, its mount slightly rotated.
+BAG_CAMERA_XYZ = (1.30, 0.0, ROAD_Y)  # camera optical centre in base_link (metres)
+BAG_LIDAR_XYZ = (1.03, 0.02, ROAD_Y + 0.27)  # LiDAR origin in base_link: 27 cm behind and 27 cm above the camera
+BAG_LIDAR_RPY = (0.008, -0.026, 0.035)  # LiDAR mount roll, pitch, yaw about base_link's x, y, z (radians)
+#: Rotation base_link <- camera optical frame (x right, y down, z forward): optical z = base x, x = -y, y = -z.
+R_BASE_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
 def synthetic_intrinsics(width: int, height: int) -> np.ndarray:
@@ -44,3 +53,14 @@ def velodyne_extrinsics() -> tuple[np.ndarray, np.ndarray]:
 def rectification() -> np.ndarray:
     """``R_rect_00`` of the synthetic rig (a small rotation, as in KITTI)."""
     return rotation_xyz(*RECT_RPY)
+
+
+def bag_extrinsics() -> tuple[np.ndarray, np.ndarray]:
+    """``(T_base_camera, T_base_lidar)``, ``(4, 4)`` each: the camera's optical frame and the LiDAR frame (x
+    forward, y left, z up) in base_link, the transforms the synthetic bag's ``/tf_static`` holds
+    (:data:`BAG_CAMERA_XYZ`, :data:`BAG_LIDAR_XYZ`, :data:`BAG_LIDAR_RPY`)."""
+    cam = np.eye(4)
+    cam[:3, :3], cam[:3, 3] = R_BASE_OPTICAL, BAG_CAMERA_XYZ
+    lidar = np.eye(4)
+    lidar[:3, :3], lidar[:3, 3] = rotation_xyz(*BAG_LIDAR_RPY), BAG_LIDAR_XYZ
+    return cam, lidar
