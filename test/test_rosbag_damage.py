@@ -36,10 +36,11 @@ def synth_bags(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chunked_bag(tmp_path_factory):
-    """A 24-frame 320x96 synthetic mcap bag (image, camera_info, depth at 10 Hz): five chunks of ~1 MB, and
-    rosbags' index of it: [(chunk start byte, length, first time, last time)]."""
+    """A 24-frame 320x96 synthetic mcap bag (image, camera_info, depth at 10 Hz; no LiDAR, no /tf_static): five
+    chunks of ~1 MB, and rosbags' index of it: [(chunk start byte, length, first time, last time)]."""
     path = tmp_path_factory.mktemp("cbag") / "chunked"
-    rb.write_synthetic_bag(path, FRAMES, seed=3, width=320, height=96, ss=1, start_ns=START)
+    rb.write_synthetic_bag(path, FRAMES, seed=3, width=320, height=96, ss=1, start_ns=START, lidar_topic=None,
+                           tf_static=False)
     reader = McapReader(next(path.glob("*.mcap")))
     reader.open()
     chunks = [(c.chunk_start_offset, c.chunk_length, c.message_start_time, c.message_end_time) for c in reader.chunks]

@@ -18,8 +18,15 @@ Render a procedural street drive by ray casting (numpy), in the KITTI raw layout
   OUT/DATE/DATE_drive_XXXX_sync/poses.txt              T_world_cam, 3x4 row-major a line
   OUT/splits/DATE_drive_XXXX_sync.txt                  frames with both neighbours
 
-With --bag OUT_BAG it writes the drive as a ROS 2 bag instead (sensor_msgs/Image rgb8 + CameraInfo at --fps,
-and the exact depth as 32FC1 on /camera/depth_gt; --storage mcap (chunks with CRCs) or sqlite3):
+With --bag OUT_BAG it writes the drive as a ROS 2 bag instead (--storage mcap (chunks with CRCs) or sqlite3):
+  /camera/image_raw     sensor_msgs/Image rgb8 (or CompressedImage), frame camera_optical_frame, at --fps
+  /camera/camera_info   sensor_msgs/CameraInfo
+  /camera/depth_gt      the exact depth, 32FC1 metres (0 = sky)
+  /lidar/points         PointCloud2 x, y, z, intensity in frame lidar: a 32-beam scan sampled from the exact
+                        depth, stamped 5 ms after its image (--no-lidar: left out)
+  /tf_static            base_link -> camera_optical_frame, base_link -> lidar (27 cm behind and above the
+                        camera, rotated by a few degrees)
+so `dna-depth evaluate --bag OUT_BAG --lidar-topic /lidar/points` can be checked against exact depth:
   dna-depth synth --bag data/synth_bag --frames 300 --width 320 --height 96
 
 Use another --seed (and --drive) for a held-out drive, e.g.:
@@ -35,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default mcap)")
     parser.add_argument("--fps", type=float, default=10.0, help="bag frame rate (default 10)")
     parser.add_argument("--compressed", choices=("jpeg", "png"), help="bag: CompressedImage instead of Image")
+    parser.add_argument("--no-lidar", action="store_true", help="bag: no LiDAR PointCloud2 and no /tf_static")
     parser.add_argument("--frames", type=int, required=True, help="number of frames to render")
     parser.add_argument("--seed", type=int, default=0, help="scene and trajectory seed (default 0)")
     parser.add_argument("--width", type=int, default=640, help="image width (default 640)")
@@ -50,13 +58,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.bag:
-        from dna_depth_core.data.rosbag import write_synthetic_bag  # optional dependency: rosbags (extra "bags")
+        from dna_depth_core.data.rosbag import (  # optional dependency: rosbags (extra "bags")
+            DEFAULT_LIDAR_TOPIC, write_synthetic_bag)
 
         info = write_synthetic_bag(args.bag, args.frames, seed=args.seed, width=args.width, height=args.height,
                                    fps=args.fps, storage=args.storage, ss=args.ss, compressed=args.compressed,
-                                   progress=not args.quiet)
-        print(f"wrote {info['frames']} frames ({args.width}x{args.height}, {args.fps:g} Hz, {args.storage}) to "
-              f"{args.bag} in {info['seconds']:.1f} s")
+                                   lidar_topic=None if args.no_lidar else DEFAULT_LIDAR_TOPIC,
+                                   tf_static=not args.no_lidar, progress=not args.quiet)
+        lidar = "" if args.no_lidar else f", {info['lidar_points']:,} LiDAR points on {DEFAULT_LIDAR_TOPIC}"
+        print(f"wrote {info['frames']} frames ({args.width}x{args.height}, {args.fps:g} Hz, {args.storage}{lidar}) "
+              f"to {args.bag} in {info['seconds']:.1f} s")
         return 0
     workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)
     info = render_drive(

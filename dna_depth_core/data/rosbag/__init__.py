@@ -1,4 +1,5 @@
-"""Training data straight from ROS bags, read with the pure-Python ``rosbags`` library (no ROS install needed).
+"""Training and evaluation data straight from ROS bags, read with the pure-Python ``rosbags`` library (no ROS
+install needed).
 
 Reads ROS 2 bags (mcap and sqlite3 storage) and ROS 1 bags; writes ROS 2 bags (mcap or sqlite3). Nothing here
 imports rclpy. docs/rosbag.md is the user's guide.
@@ -9,6 +10,10 @@ Modules, lowest first (each imports only the ones above it):
   time range, topics, reason) and :class:`BagReadError`.
 - :mod:`~dna_depth_core.data.rosbag.mcap`: the mcap record reader (chunk CRCs checked, damaged chunks named and
   skippable, files cut short readable) and :func:`~dna_depth_core.data.rosbag.mcap.add_chunk_crcs`.
+- :mod:`~dna_depth_core.data.rosbag.pointcloud`: ``sensor_msgs/PointCloud2`` <-> numpy (:func:`cloud_xyz`,
+  :func:`cloud_msg`).
+- :mod:`~dna_depth_core.data.rosbag.tf`: static transforms (``/tf_static`` or an extrinsics YAML) chained as tf
+  does (:class:`TransformTree`, :func:`transforms_from_yaml`, :func:`tf_message`).
 - :mod:`~dna_depth_core.data.rosbag.read`: :func:`iter_bag` (deserialised messages, one path per storage: mcap
   through the record reader, sqlite3 and ROS 1 through ``rosbags``' AnyReader) and :func:`bag_topics`.
 - :mod:`~dna_depth_core.data.rosbag.frames`: :func:`read_bag_frames` -> :class:`BagFrames`: one bag's image
@@ -21,7 +26,10 @@ Modules, lowest first (each imports only the ones above it):
 - :mod:`~dna_depth_core.data.rosbag.dataset`: :class:`BagDataset` (a
   :class:`~dna_depth_core.data.kitti.KittiDataset`) and :func:`dataset_from_config` (``dataset: bag``).
 - :mod:`~dna_depth_core.data.rosbag.extract`: :func:`extract_bag` (``bag-extract``: a KITTI-layout cache).
-- :mod:`~dna_depth_core.data.rosbag.write`: :class:`ImageBagWriter`, :func:`write_synthetic_bag`.
+- :mod:`~dna_depth_core.data.rosbag.lidar`: :func:`pair_lidar` -> :class:`LidarPairs`: each camera frame with the
+  LiDAR cloud nearest in time, in the camera's optical frame (``evaluate --bag --lidar-topic``).
+- :mod:`~dna_depth_core.data.rosbag.write`: :class:`ImageBagWriter`, :func:`write_synthetic_bag` (with a LiDAR and
+  ``/tf_static``).
 - :mod:`~dna_depth_core.data.rosbag.info`: :func:`bag_info`, :func:`format_bag_info` (``bag-info``).
 
 Conventions:
@@ -46,12 +54,17 @@ from dna_depth_core.data.rosbag.dataset import BagDataset, dataset_from_config
 from dna_depth_core.data.rosbag.extract import extract_bag, kitti_calibration_text
 from dna_depth_core.data.rosbag.frames import BagFrames, bag_label, image_encoding, pick_topic, read_bag_frames
 from dna_depth_core.data.rosbag.info import bag_info, format_bag_info
+from dna_depth_core.data.rosbag.lidar import DEFAULT_TOLERANCE, LidarFrame, LidarPairs, match_stamps, pair_lidar
 from dna_depth_core.data.rosbag.mcap import add_chunk_crcs
 from dna_depth_core.data.rosbag.pairing import (THUMB_WIDTH, Sample, build_chains, make_samples, photometric_change,
                                                 thumbnail)
+from dna_depth_core.data.rosbag.pointcloud import POINTCLOUD2_TYPE, cloud_msg, cloud_xyz
 from dna_depth_core.data.rosbag.read import CAMERA_INFO_TYPE, IMAGE_TYPES, BagMessage, bag_topics, iter_bag
+from dna_depth_core.data.rosbag.tf import (TF_MESSAGE_TYPE, TF_STATIC_TOPIC, TransformTree, tf_message,
+                                          transforms_from_yaml)
 from dna_depth_core.data.rosbag.write import (DEFAULT_CAMERA_INFO_TOPIC, DEFAULT_DEPTH_TOPIC, DEFAULT_IMAGE_TOPIC,
-                                              STORAGES, ImageBagWriter, camera_info_msg, write_synthetic_bag)
+                                              DEFAULT_LIDAR_TOPIC, STORAGES, ImageBagWriter, camera_info_msg,
+                                              write_synthetic_bag)
 
 __all__ = [
     "BagDamage",
@@ -63,17 +76,27 @@ __all__ = [
     "DEFAULT_CAMERA_INFO_TOPIC",
     "DEFAULT_DEPTH_TOPIC",
     "DEFAULT_IMAGE_TOPIC",
+    "DEFAULT_LIDAR_TOPIC",
+    "DEFAULT_TOLERANCE",
     "IMAGE_TYPES",
     "ImageBagWriter",
+    "LidarFrame",
+    "LidarPairs",
+    "POINTCLOUD2_TYPE",
     "STORAGES",
     "Sample",
+    "TF_MESSAGE_TYPE",
+    "TF_STATIC_TOPIC",
     "THUMB_WIDTH",
+    "TransformTree",
     "add_chunk_crcs",
     "bag_info",
     "bag_label",
     "bag_topics",
     "build_chains",
     "camera_info_msg",
+    "cloud_msg",
+    "cloud_xyz",
     "dataset_from_config",
     "extract_bag",
     "format_bag_info",
@@ -82,9 +105,13 @@ __all__ = [
     "iter_bag",
     "kitti_calibration_text",
     "make_samples",
+    "match_stamps",
+    "pair_lidar",
     "photometric_change",
     "pick_topic",
     "read_bag_frames",
+    "tf_message",
     "thumbnail",
+    "transforms_from_yaml",
     "write_synthetic_bag",
 ]

@@ -191,13 +191,14 @@ def read_bag_frames(path, image_topic: str | None = None, camera_info_topic: str
     if intrinsics is not None:
         frames.intrinsics = intrinsics
         what = f"calibration {calibration}" if calibration is not None else f"camera_info ({info_topic})"
-        frames.K_norm = _normalised(intrinsics, frames.original_size, path, what)
+        frames.K_norm = normalised_intrinsics(intrinsics, frames.original_size, path, what)
     return frames
 
 
-def _normalised(intrinsics: CameraIntrinsics, image_size: tuple[int, int], bag, what: str) -> np.ndarray:
-    """Normalised K of ``intrinsics`` (from ``what``); a CameraInfo without a size is taken to be at the images'
-    size (and checked for it). Warns when the two sizes have different aspect ratios."""
+def normalised_intrinsics(intrinsics: CameraIntrinsics, image_size: tuple[int, int], bag, what: str) -> np.ndarray:
+    """Normalised K of ``intrinsics`` (from ``what``, for messages) for the bag's images of ``image_size`` =
+    (width, height); a CameraInfo without a size is taken to be at the images' size (and checked for it). Warns
+    when the two sizes have different aspect ratios."""
     size = intrinsics.size
     if size[0] <= 0 or size[1] <= 0:
         if image_size[0] <= 0:
@@ -211,4 +212,5 @@ def _normalised(intrinsics: CameraIntrinsics, image_size: tuple[int, int], bag, 
     return normalise_K(intrinsics.K, size)
 
 
-__all__ = ["BagFrames", "bag_label", "image_encoding", "message_stamp", "pick_topic", "read_bag_frames"]
+__all__ = ["BagFrames", "bag_label", "image_encoding", "message_stamp", "normalised_intrinsics", "pick_topic",
+           "read_bag_frames"]
