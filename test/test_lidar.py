@@ -418,6 +418,38 @@ def test_extrinsics_yaml_replaces_tf_static(bags, tmp_path):
     assert r["metric"]["abs_rel"] > 0.05
 
 
+def test_a_cloud_shared_by_several_images_and_read_before_them(tmp_path):
+    """A 5 Hz LiDAR beside a 10 Hz camera, each scan stamped (and recorded) 5 ms before its image: with a 0.11 s
+    tolerance the odd images take the next scan, so one scan serves images read before and after it."""
+    from dna_depth_core.data.synthetic import HDL32_ELEVATION, synthetic_drive
+
+    drive = synthetic_drive(4, seed=5)
+    T_bc, T_bl = bag_extrinsics()
+    T = np.linalg.inv(T_bc) @ T_bl
+    start, period, exact = 10**18, 100_000_000, {}
+    with rb.ImageBagWriter(tmp_path / "bag", lidar_topic="/scan", tf_static=True) as w:
+        w.write_transforms(start - 10**9, [("base_link", "camera_optical_frame", T_bc), ("base_link", "lidar", T_bl)])
+        for i in range(4):
+            rgb, K, depth = drive.render(i, W, H, ss=1)
+            if i % 2 == 0:
+                scan = depth_to_scan(depth, rgb, K, T, np.random.default_rng(i), beams=32,
+                                     elevation_deg=HDL32_ELEVATION)
+                w.write_cloud(start + i * period - 5_000_000, scan, "lidar")
+            w.write(start + i * period, rgb, K)
+            exact[start + i * period] = depth
+    assert rb.match_stamps(start + period * np.arange(4), start + period * np.array([0, 2]) - 5_000_000,
+                           0.11)[0].tolist() == [0, 1, 1, 1]
+    pairs = rb.pair_lidar(tmp_path / "bag", tolerance=0.11)
+    assert pairs.pairs == [(0, 0), (1, 1), (2, 1), (3, 1)]
+    np.testing.assert_allclose(pairs.dt, [-0.005, 0.095, -0.005, -0.105])
+    r = score_lidar(pairs, lambda f: exact[f.stamp])
+    by_index = {p["index"]: p for p in r["per_frame"]}
+    assert sorted(by_index) == [0, 1, 2, 3]
+    assert by_index[0]["abs_rel_metric"] < 1e-5 and by_index[2]["abs_rel_metric"] < 1e-5
+    # frames 1 and 3 are scored against the scan of frame 2, taken about a metre away
+    assert by_index[1]["abs_rel_metric"] > 1e-3 and by_index[3]["abs_rel_metric"] > 1e-3
+
+
 def test_ros1_bag_pairs_like_the_ros2_one(bags, tmp_path):
     from rosbags.convert import convert
     from rosbags.typesys import Stores, get_typestore
@@ -489,6 +521,19 @@ def test_evaluate_bag_command_matches_hand_computation(bags, constant_ckpt, caps
     assert "camera <- LiDAR from /tf_static: camera_optical_frame <- base_link <- lidar" in text
     assert "metric (fixed:2)" in text and "(scale median 2.0000)" in text
     assert "0-15 m" in text and "15-80 m" in text and "20-40 m" not in text
+
+
+def test_evaluate_bag_command_camera_height_scale(bags, constant_ckpt, capsys):
+    """The metric row through the node's ground-plane scale: a constant depth map is a wall facing the camera,
+    no ground plane is found, and the frame is reported as scored before the first fit (factor 1)."""
+    assert cli_main(["evaluate", "--weights", str(constant_ckpt), "--bag", str(bags["full"]), "--device", "cpu",
+                     "--metric-scale", "camera_height:1.65", "--every", str(N), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["frames"] == 1 and r["metric_scale"] == "camera_height:1.65"
+    assert r["metric"]["frames_not_metric"] == 1 and r["metric"]["scale_median"] == 1.0
+    g = _scan_gt(bags)[0]  # the first frame's, with the constant prediction unscaled
+    assert r["per_frame"][0]["index"] == 0
+    assert r["metric"]["abs_rel"] == pytest.approx(np.mean(np.abs(g - CONST_DEPTH) / g), rel=1e-5)
 
 
 def test_evaluate_bag_command_errors(bags, constant_ckpt, tmp_path, capsys):

@@ -71,7 +71,8 @@ class LidarFrame:
     """One camera frame and its LiDAR cloud.
 
     Attributes:
-        index: the image's position among the image topic's messages (bag order, from 0).
+        index: the image's position among the image topic's messages (bag order, from 0); ``cloud_index``: the
+            cloud's among the LiDAR topic's.
         stamp, cloud_stamp: ns (``header.stamp``).
         rgb: ``(H, W, 3)`` uint8, the image as decoded (:mod:`dna_depth_core.ros_images`), full size.
         K: ``(3, 3)`` pixel intrinsics at ``H x W`` (:mod:`dna_depth_core.camera`).
