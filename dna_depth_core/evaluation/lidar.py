@@ -6,8 +6,8 @@ return per pixel, pixel ``(floor(u + 0.5), floor(v + 0.5))``).
 Two rows, from one prediction per frame (:class:`~dna_depth_core.inference.DepthEstimator`, the one input rule):
 
 - ``median``: per frame, the prediction times ``median(lidar) / median(prediction)`` (the monocular protocol);
-  ``ratio_median`` is the median of those ratios over the frames: the ``scale.factor`` that makes the network
-  metric on this robot.
+  ``ratio_median`` is the median of those ratios over the frames: with the metric scale ``none``, the node's
+  ``scale.factor`` that makes the network metric on this robot (otherwise the correction to the scale used).
 - ``metric``: the prediction as the estimator gives it, i.e. as the ROS node would publish it with the same scale
   setting (``none``: the network's own units; ``fixed:S``; ``camera_height:H``: the ground-plane scale, smoothed
   over the frames in bag order as in the node).
