@@ -64,7 +64,6 @@ import resource
 import shlex
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
