@@ -18,7 +18,7 @@ import torch
 from dna_depth_core import machine
 from dna_depth_core.backends.base import resolve_device
 from dna_depth_core.benchmark.tasks import BackendSpec, measure, parse_result
-from dna_depth_core.data.synthetic import SyntheticScene, make_trajectory, synthetic_intrinsics
+from dna_depth_core.data.synthetic import synthetic_frames
 from dna_depth_core.export.int8 import quantize_onnx_int8
 from dna_depth_core.export.onnx_export import export_onnx
 from dna_depth_core.io.checkpoint import load_checkpoint, save_checkpoint
@@ -54,12 +54,10 @@ def run_isolated(task: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 def synthetic_calibration_frames(width: int, height: int, count: int = INT8_CALIBRATION_FRAMES,
                                  seed: int = 0) -> list[np.ndarray]:
-    """``count`` synthetic street frames ``(height, width, 3)`` uint8 RGB (:mod:`dna_depth_core.data.synthetic`,
-    rendered in memory, every 4th frame of a drive, no supersampling): int8 calibration images for benchmarks."""
-    poses, _ = make_trajectory(4 * count, seed=seed)
-    scene = SyntheticScene(seed)
-    K = synthetic_intrinsics(width, height)
-    return [scene.render(poses[i], K, width, height, ss=1)[0] for i in range(0, 4 * count, 4)]
+    """``count`` synthetic street frames ``(height, width, 3)`` uint8 RGB (the one builder,
+    :func:`dna_depth_core.data.synthetic.synthetic_frames`: every 4th frame of a drive, no supersampling): int8
+    calibration images for benchmarks."""
+    return [rgb for rgb, _, _ in synthetic_frames(count, width, height, seed=seed, every=4, ss=1)]
 
 
 def _prepare_model(name: str, height: int, width: int, batch: int, workdir: str, need_onnx: bool,
