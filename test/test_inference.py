@@ -138,7 +138,7 @@ def test_bad_arguments_are_named(net, tmp_path, estimator):
         inf.DepthEstimator(str(corrupt))
     with pytest.raises(ValueError, match="multiples of 32"):
         inf.DepthEstimator(net, input_size=(100, 320))
-    with pytest.raises(ValueError, match="backend 'onnx' unknown; available: auto, onnxruntime, torch"):
+    with pytest.raises(ValueError, match="backend 'onnx' unknown; available: auto, onnxruntime, openvino, torch"):
         inf.DepthEstimator(net, backend="onnx")
     with pytest.raises(ValueError, match="scale_mode 'metric' unknown"):
         inf.DepthEstimator(net, scale_mode="metric")

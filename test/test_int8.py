@@ -23,6 +23,7 @@ from dna_depth_core.export import (
 from dna_depth_core.inference import DepthEstimator
 from dna_depth_core.io.onnx_format import read_onnx_metadata
 from dna_depth_core.preprocess import prepare
+from conftest import image_dependent_decoder
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -51,22 +52,6 @@ def _images(b, h, w, seed=1):
 def _net_input(rgb):
     """The network input of an RGB image at H x W by the one image-to-input rule (stretch)."""
     return prepare(rgb, (W, H))[0]
-
-
-def _image_dependent_decoder(net):
-    """Re-draw the decoder's convolutions (not the heads) with variance 1/fan_in.
-
-    A freshly initialised DNA decoder forgets the image: each random convolution shrinks the signal (~x0.3) and after
-    ~30 of them the disparity is the same for any input (to 1e-7), so no int8 error, nor a wrongly prepared
-    calibration image, could change it. With this draw the disparity depends on the image (0.27..0.55 over
-    synthetic street frames, per-image std 0.03), as a trained network's does.
-    """
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, m in net.decoder.named_modules():
-            if isinstance(m, torch.nn.Conv2d) and not name.startswith("heads"):
-                m.weight.normal_(0.0, (1.0 / m.weight[0].numel()) ** 0.5, generator=gen)
-    return net
 
 
 def _closeness(fp32_disp, int8_disp):
@@ -106,7 +91,7 @@ def int8_setup(calib_dir, tmp_path_factory):
     try:
         d = tmp_path_factory.mktemp("int8")
         torch.manual_seed(0)
-        net = _image_dependent_decoder(dna_depth_core.build_model("dna_lite0", pretrained="imagenet", height=H,
+        net = image_dependent_decoder(dna_depth_core.build_model("dna_lite0", pretrained="imagenet", height=H,
                                                                   width=W).eval())
         export_onnx(net, d / "fp32.onnx")
         report = quantize_onnx_int8(d / "fp32.onnx", d / "int8.onnx", calib_dir, threads=1)
@@ -161,7 +146,7 @@ def test_int8_export_loads_and_stays_close_to_fp32(int8_setup, calib_dir, monkey
     assert got.shape == ref.shape == (5, 1, H, W) and got.dtype == np.float32
     mean_rel, corr = _closeness(ref, got)
     assert mean_rel < INT8_MEAN_REL and corr > INT8_CORR, (mean_rel, corr)
-    assert ref.std() > 0.02  # the model's disparity really depends on the image (see _image_dependent_decoder)
+    assert ref.std() > 0.02  # the model's disparity really depends on the image (see conftest.image_dependent_decoder)
 
     # DepthEstimator (what the ROS node runs) takes the int8 file transparently.
     monkeypatch.setattr(machine, "usable_cpus", lambda: 1)
