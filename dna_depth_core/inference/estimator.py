@@ -10,8 +10,10 @@ Pipeline:
 1. :func:`dna_depth_core.preprocess.prepare` (the one image -> input rule: optional centre crop to the network's
    aspect ratio with ``resize="crop"``, resize, [0, 1] float) and :func:`dna_depth_core.camera.network_K` (the
    intrinsics follow the crop and the resize).
-2. The backend (``backend="auto"``, ``"torch"``, ``"onnxruntime"``; see :mod:`dna_depth_core.backends`) turns the
-   ``(1, 3, h, w)`` input into the sigmoid disparity ``(1, 1, h, w)``.
+2. The backend (``backend="auto"``, ``"torch"``, ``"onnxruntime"``, ``"openvino"``; see
+   :mod:`dna_depth_core.backends`) at ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``, ``"int8"``) turns the
+   ``(1, 3, h, w)`` input into the sigmoid disparity ``(1, 1, h, w)``. ``backend_reason`` says in one line what
+   runs and why (for ``auto``: the CPU's ISA class, the runtimes installed, the model file's accuracy guard).
 3. The disparity is resized to the requested output (``output="input"``: the input's resolution, bilinear, NaN
    outside a crop; ``output="network"``: the network's), converted with ``geometry.disp_to_depth`` and multiplied
    by the metric scale.
@@ -79,8 +81,14 @@ class DepthEstimator:
         checkpoint: path to a dna-depth checkpoint (``.safetensors``) or a depth network.
         device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         fp16: half precision on CUDA (ignored on the CPU).
-        backend: a registered backend name: ``"auto"`` (default: onnxruntime on the CPU, torch on CUDA),
-            ``"torch"`` or ``"onnxruntime"`` (which also takes an exported ``.onnx`` file as ``checkpoint``).
+        backend: a registered backend name: ``"auto"`` (default: :func:`dna_depth_core.backends.select_backend`
+            picks by the device, the model file, the CPU's ISA, the installed runtimes and the accuracy guard),
+            ``"torch"``, ``"onnxruntime"`` (also an exported ``.onnx`` file as ``checkpoint``) or ``"openvino"``
+            (an ``.onnx``, or an int8 IR ``.xml``; CPU only).
+        precision: ``"auto"`` (the model file's own; with ``backend="auto"``, bf16 where the CPU computes it
+            natively and the file's accuracy-guard record allows it), ``"fp32"``, ``"bf16"`` (native bf16 only) or
+            ``"int8"`` (needs an int8 file: ``dna-depth export-onnx --int8``). A request that cannot be served is a
+            ValueError naming why.
         input_size: ``(height, width)`` the image is resized to, multiples of 32; default: the checkpoint's.
         output: ``"input"`` (depth at the input image's resolution) or ``"network"`` (at ``input_size``).
         resize: ``"stretch"`` (resize the whole image) or ``"crop"`` (centre-crop to the network's aspect ratio
@@ -95,7 +103,7 @@ class DepthEstimator:
     def __init__(self, checkpoint: Any, device: str = "auto", fp16: bool = False, backend: str = "auto",
                  input_size: tuple[int, int] | None = None, output: str = "input", resize: str = "stretch",
                  scale_mode: str = "none", scale_factor: float = 1.0, camera_height: float | None = None,
-                 ground: dict[str, Any] | None = None):
+                 ground: dict[str, Any] | None = None, precision: str = "auto"):
         if output not in OUTPUT_MODES:
             raise ValueError(f"output '{output}' unknown; use one of {OUTPUT_MODES}")
         if resize not in RESIZE_MODES:
@@ -109,7 +117,9 @@ class DepthEstimator:
             if camera_height is None:
                 raise ValueError("scale_mode 'camera_height' needs camera_height (metres)")
             self.ground = GroundPlaneScale(camera_height, **(ground or {}))
-        self.backend = create_backend(backend, checkpoint, device=device, fp16=fp16)
+        self.backend = create_backend(backend, checkpoint, device=device, fp16=fp16, precision=precision)
+        #: One line: which backend and precision run, and why (the ROS node logs it at start).
+        self.backend_reason: str = self._reason(backend)
         cfg = self.backend.config
         if input_size is None or tuple(input_size) in ((0, 0), (None, None)):
             input_size = (int(cfg.height), int(cfg.width))
@@ -126,6 +136,14 @@ class DepthEstimator:
         self.scale_factor = float(scale_factor)
         self.min_depth = float(cfg.min_depth)
         self.max_depth = float(cfg.max_depth)
+
+    def _reason(self, requested: str) -> str:
+        reason = getattr(self.backend, "reason", None)
+        if requested == "auto" and reason:
+            return str(reason)  # "backend auto: <backend> <precision> (<why>)"
+        precision = getattr(self.backend, "precision", None)
+        head = f"backend {requested}" + (f" {precision}" if precision else "")
+        return f"{head}: {reason or 'requested'}"
 
     # -- properties ---------------------------------------------------------------------------------------------
     @property
@@ -205,6 +223,7 @@ class DepthEstimator:
 
     def __repr__(self) -> str:
         return (f"DepthEstimator(model={getattr(self.config, 'name', '?')}, backend={self.backend.name}, "
+                f"precision={getattr(self.backend, 'precision', '?')}, "
                 f"device={self.device}, fp16={self.fp16}, input_size={self.input_size}, output={self.output}, "
                 f"resize={self.resize}, scale_mode={self.scale_mode})")
 
