@@ -49,6 +49,7 @@ setup(
         "console_scripts": [
             "dna-depth = dna_depth_core.cli:main",
             "depth_node = dna_depth_ros.depth_node:main",
+            "depth_lifecycle_node = dna_depth_ros.lifecycle_node:main",
         ],
     },
 )

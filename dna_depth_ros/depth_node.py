@@ -7,35 +7,27 @@ Topics (set by remapping):
 - in: ``image`` (sensor_msgs/Image) or, with ``image_transport: compressed``, ``image/compressed``
   (sensor_msgs/CompressedImage, jpeg/png); ``camera_info`` (sensor_msgs/CameraInfo).
 - out: ``depth`` (32FC1 metres, NaN invalid; or 16UC1 millimetres, 0 invalid), ``depth/camera_info``,
-  ``points`` (organised PointCloud2 in the optical frame, NaN invalid, is_dense false), ``depth/colored`` (rgb8).
+  ``points`` (organised PointCloud2 in the optical frame, NaN invalid, is_dense false), ``depth/colored`` (rgb8),
+  ``/diagnostics``.
 
 Every output carries the input image's header (acquisition stamp and optical frame_id).
 
-This module is the wiring: parameters (:mod:`~dna_depth_ros.params`), publishers and the messages of a frame
-(:mod:`~dna_depth_ros.outputs`), camera_info (:mod:`~dna_depth_ros.intrinsics`), the latest-frame worker thread
-(:mod:`~dna_depth_ros.worker`) that runs the per-frame processing (:mod:`~dna_depth_ros.pipeline`), and
-:func:`main`, the console script.
+:class:`DepthNode` is a plain node that configures and activates its :class:`~dna_depth_ros.runtime.DepthRuntime`
+(parameters, model, publishers, subscriptions, worker, diagnostics) when it is built;
+``depth_lifecycle_node`` (:mod:`dna_depth_ros.lifecycle_node`) is the managed variant. :func:`main` is the
+console script.
 """
 from __future__ import annotations
 
 import collections
 import sys
 
-import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from dna_depth_core.inference import DepthEstimator
-
-from dna_depth_ros.intrinsics import IntrinsicsStore, fallback_intrinsics
-from dna_depth_ros.outputs import Outputs
-from dna_depth_ros.params import NODE_NAME, PARAMETERS, NodeConfigError, check_params, descriptor
-from dna_depth_ros.pipeline import FramePipeline
-from dna_depth_ros.qos import qos_profile
-from dna_depth_ros.throttle import ThrottledLogger
-from dna_depth_ros.worker import FrameWorker, NodeStats
+from dna_depth_ros.cli import run
+from dna_depth_ros.params import NODE_NAME, NodeConfigError
+from dna_depth_ros.runtime import DepthRuntime
+from dna_depth_ros.worker import NodeStats
 
 __all__ = ["DepthNode", "NODE_NAME", "NodeConfigError", "main"]
 
@@ -43,9 +35,9 @@ __all__ = ["DepthNode", "NODE_NAME", "NodeConfigError", "main"]
 class DepthNode(Node):
     """The DNA-Depth node. Construct it like any rclpy node (``context=``, ``parameter_overrides=``, ...).
 
-    Attributes: ``params`` (name -> value), ``estimator``, ``stats`` (:class:`~dna_depth_ros.worker.NodeStats`),
-    ``timings`` (per-frame stage times), ``pub_depth``, ``pub_info``, ``pub_points``, ``pub_colored`` (None when
-    disabled).
+    Attributes: ``runtime`` (:class:`~dna_depth_ros.runtime.DepthRuntime`), ``params`` (name -> value),
+    ``estimator``, ``stats`` (:class:`~dna_depth_ros.worker.NodeStats`), ``timings`` (per-frame stage times),
+    ``pub_depth``, ``pub_info``, ``pub_points``, ``pub_colored`` (None when disabled).
 
     Raises:
         NodeConfigError / FileNotFoundError / ValueError: a bad parameter or weights file (named in the message).
@@ -53,129 +45,68 @@ class DepthNode(Node):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
+        self.runtime = None
         try:
-            self._setup()
+            self.runtime = DepthRuntime(self, self.create_publisher, self.destroy_publisher)
+            self.runtime.configure()
+            self.runtime.activate()
         except BaseException:
-            if hasattr(self, "_worker"):
-                self.stop()
+            if self.runtime is not None:
+                self.runtime.shutdown()
             super().destroy_node()  # do not leave a half-built node in the graph
             raise
 
-    def _setup(self) -> None:
-        for spec in PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, descriptor(spec))
-        p = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
-        check_params(p)
-        self.params = p
-        log = self.get_logger()
-        self._tlog = ThrottledLogger(log, p["log_throttle_sec"])
-
-        # The estimator (raises on a bad weights path, device or size).
-        roi = [float(v) for v in p["scale.ground_roi"]]
-        self.estimator = DepthEstimator(
-            p["weights"], device=p["device"], fp16=p["fp16"], backend=p["backend"],
-            input_size=(p["input_height"], p["input_width"]) if p["input_height"] or p["input_width"] else None,
-            output=p["output_resolution"], resize=p["resize_mode"], scale_mode=p["scale.mode"],
-            scale_factor=p["scale.factor"],
-            camera_height=p["scale.camera_height"] if p["scale.mode"] == "camera_height" else None,
-            ground={"roi": tuple(roi), "max_tilt_deg": p["scale.max_tilt_deg"], "smoothing": p["scale.smoothing"]},
-        )
-        if p["warmup"]:
-            self.estimator.warmup()
-
-        self.intrinsics = IntrinsicsStore(p["intrinsics_source"], fallback_intrinsics(p), self._tlog)
-
-        # Publishers (only the enabled ones exist)
-        out_qos = qos_profile(p["qos.output.reliability"], p["qos.output.depth"], p["qos.output.durability"])
-        self.pub_depth = self.create_publisher(Image, "depth", out_qos) if p["publish.depth"] else None
-        self.pub_info = (self.create_publisher(CameraInfo, "depth/camera_info", out_qos)
-                         if p["publish.camera_info"] else None)
-        self.pub_points = self.create_publisher(PointCloud2, "points", out_qos) if p["publish.points"] else None
-        self.pub_colored = (self.create_publisher(Image, "depth/colored", out_qos)
-                            if p["publish.colored"] else None)
-        self.outputs = Outputs({"depth": self.pub_depth, "camera_info": self.pub_info, "points": self.pub_points,
-                                "colored": self.pub_colored}, p, self.estimator.resize)
-        self.pipeline = FramePipeline(self.estimator, self.intrinsics, self.outputs)
-
-        # Worker, then subscriptions
-        self._worker = FrameWorker(self.pipeline.process, self.has_subscribers, self._tlog)
-        self._worker.start()
-        in_qos = qos_profile(p["qos.input.reliability"], p["qos.input.depth"])
-        if p["image_transport"] == "compressed":
-            self.sub_image = self.create_subscription(CompressedImage, "image/compressed", self._worker.offer,
-                                                      in_qos)
-        else:
-            self.sub_image = self.create_subscription(Image, "image", self._worker.offer, in_qos)
-        self.sub_info = self.create_subscription(CameraInfo, "camera_info", self.intrinsics.add, in_qos)
-
-        est = self.estimator
-        published = [x.topic_name for x in self.outputs.enabled]
-        log.info(f"{est!r}; subscribed to '{self.sub_image.topic_name}' ({p['image_transport']}) and "
-                 f"'{self.sub_info.topic_name}' [{p['qos.input.reliability']}, depth {p['qos.input.depth']}]; "
-                 f"publishing {published} [{p['qos.output.reliability']}, depth {p['qos.output.depth']}]")
-        if not published:
-            log.warning("every publish.* parameter is false: the node will not compute anything")
-        if p["scale.mode"] == "none":
-            log.warning("scale.mode is 'none': 'depth' and 'points' are RELATIVE (up to an unknown scale), not "
-                        "metres. Set scale.mode to fixed or camera_height for metric output.")
-
     # -- state --------------------------------------------------------------------------------------------------
     @property
+    def params(self) -> dict:
+        return self.runtime.params
+
+    @property
+    def estimator(self):
+        return self.runtime.estimator
+
+    @property
     def stats(self) -> NodeStats:
-        return self._worker.stats
+        return self.runtime.stats
 
     @property
     def timings(self) -> collections.deque:
-        return self.pipeline.timings
+        return self.runtime.timings
+
+    def _publisher(self, name: str):
+        outputs = self.runtime.outputs
+        return outputs.publishers[name] if outputs is not None else None
+
+    pub_depth = property(lambda self: self._publisher("depth"))
+    pub_info = property(lambda self: self._publisher("camera_info"))
+    pub_points = property(lambda self: self._publisher("points"))
+    pub_colored = property(lambda self: self._publisher("colored"))
 
     def has_subscribers(self) -> bool:
         """Whether any output has a subscriber (else frames are skipped before any work)."""
-        return self.outputs.has_subscribers()
+        return self.runtime.has_subscribers()
 
     # -- shutdown -----------------------------------------------------------------------------------------------
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the worker thread (waits for the frame in progress)."""
-        self._worker.stop(timeout)
+        """Stop taking frames: unsubscribe from the image and stop the worker (waits for the frame in progress)."""
+        self.runtime.deactivate()
 
     def summary(self) -> str:
         """The frame counters and the median stage times, one line."""
-        s = self.stats
-        msg = (f"frames: received {s.received}, processed {s.processed}, dropped {s.dropped}, "
-               f"skipped (no subscribers) {s.skipped_no_subscribers}, rejected {s.rejected}, failed {s.failed}")
-        timings = list(self.timings)
-        if timings:
-            stages = ("convert", "inference", "outputs", "publish", "total")
-            medians = ", ".join(f"{k} {1000 * float(np.median([t[k] for t in timings])):.1f}" for k in stages)
-            msg += f"; median ms per frame: {medians}"
-        return msg
+        return self.runtime.summary()
 
     def destroy_node(self):
-        if not hasattr(self, "_worker"):
+        if self.runtime is None:
             return super().destroy_node()
-        self.stop()
-        self.get_logger().info(self.summary())
+        runtime, self.runtime = self.runtime, None
+        runtime.deactivate()
+        self.get_logger().info(runtime.summary())
+        runtime.shutdown()
         return super().destroy_node()
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = DepthNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (NodeConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
-        code = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run(DepthNode, NODE_NAME, args)
 
 
 if __name__ == "__main__":

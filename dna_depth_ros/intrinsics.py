@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 
 import numpy as np
 
@@ -37,26 +38,57 @@ class IntrinsicsStore:
         source: which CameraInfo matrix to read ('auto', 'K' or 'P'; see ``camera_info_intrinsics``).
         fallback: intrinsics used while no good camera_info has arrived, or None.
         tlog: where problems are logged.
+
+
+    Counters (for diagnostics): ``received``, ``rejected`` camera_info messages, ``problems`` by Problem key,
+    ``last_good`` / ``last_rejected`` (``time.monotonic()``, None before the first).
     """
 
     def __init__(self, source: str, fallback: CameraIntrinsics | None, tlog: ThrottledLogger):
-        self._source = source
+        self.source = source
         self._fallback = fallback
         self._tlog = tlog
         self._lock = threading.Lock()
         self._infos: collections.OrderedDict = collections.OrderedDict()  # (sec, nanosec) -> CameraIntrinsics
+        self.received = 0
+        self.rejected = 0
+        self.problems: collections.Counter = collections.Counter()
+        self.last_good: float | None = None
+        self.last_rejected: float | None = None
+
+    @property
+    def fallback(self) -> CameraIntrinsics | None:
+        return self._fallback
+
+    def set_fallback(self, fallback: CameraIntrinsics | None) -> None:
+        """New fallback intrinsics (the ``intrinsics.*`` parameters changed)."""
+        self._fallback = fallback
+
+    @property
+    def has_camera_info(self) -> bool:
+        """Whether a good camera_info has arrived."""
+        with self._lock:
+            return bool(self._infos)
 
     def add(self, msg) -> bool:
-        """Keep the intrinsics of the CameraInfo ``msg``; a message with problems is ignored and each problem
-        logged under its own key. Returns whether it was kept."""
+        """Keep the intrinsics of the CameraInfo ``msg``; a message with problems is ignored (the last good
+        intrinsics, or the fallback, stay in use) and each problem logged under its own key (the core's
+        :class:`~dna_depth_core.camera.Problem` key). Returns whether it was kept."""
         try:
-            intrinsics = camera_info_intrinsics(msg, self._source)
+            intrinsics = camera_info_intrinsics(msg, self.source)
         except CameraInfoError as exc:
+            with self._lock:
+                self.received += 1
+                self.rejected += 1
+                self.last_rejected = time.monotonic()
+                self.problems.update(problem.key for problem in exc.problems)
             for problem in exc.problems:  # each kind of problem is throttled on its own
                 self._tlog.log("warning", problem.key, f"ignoring camera_info: {problem.message}")
             return False
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         with self._lock:
+            self.received += 1
+            self.last_good = time.monotonic()
             self._infos[key] = intrinsics
             self._infos.move_to_end(key)
             while len(self._infos) > KEEP:

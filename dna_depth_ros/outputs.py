@@ -1,13 +1,18 @@
 """The node's outputs: its publishers and the messages of one frame.
 
-:class:`Outputs` holds the publishers (only the enabled ones exist) and builds, for a depth map and its ``K``,
-the messages of the outputs that have a subscriber: ``depth`` (32FC1 or 16UC1), ``depth/camera_info``, the
-organised ``points`` cloud and ``depth/colored``. The maths are core functions (geometry, visualize); the
-messages come from :mod:`dna_depth_ros.conversions`.
+:data:`OUTPUTS` names each output: its message type, topic and ``publish.*`` parameter. :class:`Outputs` holds
+the publishers (only the enabled ones exist; :meth:`Outputs.sync` follows a change of ``publish.*`` at runtime)
+and builds, for a depth map and its ``K``, the messages of the outputs that have a subscriber: ``depth`` (32FC1 or
+16UC1), ``depth/camera_info``, the organised ``points`` cloud and ``depth/colored``. The maths are core functions
+(geometry, visualize); the messages come from :mod:`dna_depth_ros.conversions`.
 """
 from __future__ import annotations
 
+import threading
+from typing import Callable
+
 import numpy as np
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from dna_depth_core import geometry
 from dna_depth_core.preprocess import fit_image
@@ -15,24 +20,71 @@ from dna_depth_core.visualize import colorize_depth
 
 from dna_depth_ros import conversions as conv
 
-__all__ = ["Outputs"]
+__all__ = ["OUTPUTS", "Outputs"]
+
+#: output name -> (message type, topic relative to the node's namespace, the parameter that enables it)
+OUTPUTS: dict[str, tuple[type, str, str]] = {
+    "depth": (Image, "depth", "publish.depth"),
+    "camera_info": (CameraInfo, "depth/camera_info", "publish.camera_info"),
+    "points": (PointCloud2, "points", "publish.points"),
+    "colored": (Image, "depth/colored", "publish.colored"),
+}
 
 
 class Outputs:
-    """Publishers by output name (``depth``, ``camera_info``, ``points``, ``colored``; None = disabled) and the
-    messages of one frame.
+    """Publishers by output name (:data:`OUTPUTS`; None = disabled) and the messages of one frame.
 
     Args:
-        publishers: output name -> publisher or None.
-        params: the node's parameters (name -> value): ``depth.*``, ``points.*``, ``colored.*``.
+        create: ``create(msg_type, topic)`` -> a publisher (the node's, with the output QoS).
+        destroy: ``destroy(publisher)``.
+        params: the node's parameters (name -> value): ``publish.*``, ``depth.*``, ``points.*``, ``colored.*``.
         resize_mode: the estimator's resize mode (colours of a network-resolution cloud).
+
+    Publishing (:meth:`publish`) and creating or destroying publishers (:meth:`sync`, :meth:`close`) take one
+    lock, so a publisher is never destroyed while a frame is being published on it.
     """
 
-    def __init__(self, publishers: dict, params: dict, resize_mode: str):
-        self.publishers = publishers
+    def __init__(self, create: Callable, destroy: Callable, params: dict, resize_mode: str):
+        self._create = create
+        self._destroy = destroy
         self.params = params
         self._resize_mode = resize_mode
         self._rays_cache: tuple | None = None
+        self._lock = threading.Lock()
+        self.publishers: dict = {name: None for name in OUTPUTS}
+        self.sync()
+
+    def sync(self) -> list[str]:
+        """Create the publishers whose ``publish.*`` parameter is true and destroy the others; returns the names
+        of the outputs that changed."""
+        changed = []
+        with self._lock:
+            for name, (msg_type, topic, param) in OUTPUTS.items():
+                pub = self.publishers[name]
+                if self.params[param] and pub is None:
+                    self.publishers[name] = self._create(msg_type, topic)
+                    changed.append(name)
+                elif not self.params[param] and pub is not None:
+                    self.publishers[name] = None
+                    self._destroy(pub)
+                    changed.append(name)
+        return changed
+
+    def close(self) -> None:
+        """Destroy every publisher."""
+        with self._lock:
+            for name, pub in self.publishers.items():
+                if pub is not None:
+                    self.publishers[name] = None
+                    self._destroy(pub)
+
+    def publish(self, msgs: list[tuple]) -> None:
+        """Publish ``(publisher, message)`` pairs from :meth:`build` whose publisher still exists."""
+        with self._lock:
+            alive = {id(pub) for pub in self.publishers.values() if pub is not None}
+            for pub, msg in msgs:
+                if id(pub) in alive:
+                    pub.publish(msg)
 
     @property
     def enabled(self) -> list:

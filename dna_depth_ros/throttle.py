@@ -1,11 +1,13 @@
-"""Throttled logging: each kind of problem at most once per period, with a count of the messages held back."""
+"""Throttled logging: each kind of problem at most once per period, with a count of the messages held back; and
+Python ``warnings`` (e.g. a backend's "fp16 requested on the CPU: ignored") through the same logger."""
 from __future__ import annotations
 
 import collections
 import threading
 import time
+import warnings
 
-__all__ = ["ThrottledLogger"]
+__all__ = ["ThrottledLogger", "WarningsToLogger"]
 
 
 class ThrottledLogger:
@@ -19,6 +21,14 @@ class ThrottledLogger:
         self._held: collections.Counter = collections.Counter()
         self._once: set[str] = set()
         self._lock = threading.Lock()
+
+    @property
+    def period(self) -> float:
+        return self._period
+
+    @period.setter
+    def period(self, seconds: float) -> None:
+        self._period = float(seconds)
 
     def log(self, level: str, key: str, message: str) -> bool:
         """Log ``message`` at ``level`` ('error', 'warning', else info) unless ``key`` was logged less than a period
@@ -53,3 +63,31 @@ class ThrottledLogger:
             self._logger.warning(message)
         else:
             self._logger.info(message)
+
+
+class WarningsToLogger:
+    """While installed, Python warnings are logged through ``tlog`` (level warning, throttled per category and
+    text) instead of printed to stderr. The warnings filters still decide which warnings are shown.
+
+    :meth:`install` replaces ``warnings.showwarning`` for the whole process; :meth:`uninstall` puts back what was
+    there, unless another hook replaced this one since (then it is left alone).
+    """
+
+    def __init__(self, tlog: ThrottledLogger):
+        self._tlog = tlog
+        self._previous = None
+
+    def _show(self, message, category, filename, lineno, file=None, line=None) -> None:
+        self._tlog.log("warning", f"warning:{category.__name__}:{message}",
+                       f"{category.__name__}: {message} ({filename}:{lineno})")
+
+    def install(self) -> "WarningsToLogger":
+        if self._previous is None:
+            self._previous = warnings.showwarning
+            warnings.showwarning = self._show
+        return self
+
+    def uninstall(self) -> None:
+        if self._previous is not None and warnings.showwarning == self._show:
+            warnings.showwarning = self._previous
+        self._previous = None

@@ -84,19 +84,37 @@ class FrameWorker:
         self._process = process
         self._wanted = wanted
         self._tlog = tlog
+        self._name = name
         self.stats = NodeStats()
+        self.last_received: float | None = None  # time.monotonic() of the last offered message
         self._lock = threading.Lock()
         self._slot = LatestSlot()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Start the thread (again after :meth:`stop`: the counters go on)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._slot = LatestSlot()
+        self._thread = threading.Thread(target=self._run, args=(self._slot,), name=self._name, daemon=True)
         self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
+    def snapshot(self) -> NodeStats:
+        """A copy of the counters, taken under the lock."""
+        with self._lock:
+            return dataclasses.replace(self.stats, rejected_reasons=collections.Counter(self.stats.rejected_reasons))
 
     def offer(self, msg) -> None:
         """Count ``msg`` and store it for the thread (replacing, and counting as dropped, a waiting one)."""
         with self._lock:
             self.stats.received += 1
+            self.last_received = time.monotonic()
             if not self._wanted():
                 self.stats.skipped_no_subscribers += 1
                 return
@@ -108,12 +126,13 @@ class FrameWorker:
         """Stop the thread (waits for the frame in progress)."""
         self._stop.set()
         self._slot.close()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        thread = self._thread
+        if thread is not None and thread.is_alive() and threading.current_thread() is not thread:
+            thread.join(timeout)
 
-    def _run(self) -> None:
+    def _run(self, slot: LatestSlot) -> None:
         while not self._stop.is_set():
-            item = self._slot.take(timeout=0.1)
+            item = slot.take(timeout=0.1)
             if item is None:
                 continue
             msg, t_recv = item
