@@ -22,7 +22,8 @@ setup(
         ("share/" + package_name + "/config/train", glob("config/train/*.yaml")),
     ],
     python_requires=">=3.10",
-    # Ranges only; exact pins live in scripts/dev/requirements-pinned.txt. rclpy, sensor_msgs and cv_bridge come
+    # Ranges only; exact pins live in scripts/dev/requirements-pinned.txt. rclpy, the message packages (sensor_msgs,
+    # diagnostic_msgs, lifecycle_msgs, rcl_interfaces, ...) and cv_bridge come
     # from ROS (package.xml), not from PyPI, so they are not listed here.
     install_requires=[
         "torch>=2.4",
