@@ -50,6 +50,7 @@ __all__ = [
     "loopback_env",
     "make_header",
     "node_command",
+    "process_memory",
     "stamp_key",
 ]
 
@@ -369,21 +370,42 @@ class Camera:
 # ----------------------------------------------------------------------------------------------------------------
 # The node as a separate process
 # ----------------------------------------------------------------------------------------------------------------
-def node_command() -> list[str]:
-    """The command that starts ``depth_node``: the console script beside this interpreter (or on PATH), else
-    ``python -m dna_depth_ros.depth_node``."""
-    exe = shutil.which("depth_node", path=os.path.dirname(sys.executable)) or shutil.which("depth_node")
-    return [exe] if exe else [sys.executable, "-m", "dna_depth_ros.depth_node"]
+#: The package's node executables and their modules.
+EXECUTABLES = {"depth_node": "dna_depth_ros.depth_node", "depth_lifecycle_node": "dna_depth_ros.lifecycle_node"}
+
+
+def node_command(executable: str = "depth_node") -> list[str]:
+    """The command that starts ``executable`` (``depth_node`` or ``depth_lifecycle_node``): the console script
+    beside this interpreter (or on PATH), else ``python -m`` its module."""
+    exe = shutil.which(executable, path=os.path.dirname(sys.executable)) or shutil.which(executable)
+    return [exe] if exe else [sys.executable, "-m", EXECUTABLES[executable]]
+
+
+def process_memory(pid: int) -> dict[str, float]:
+    """``{"rss_mb": ..., "peak_rss_mb": ...}`` of a running process (``VmRSS``, ``VmHWM`` of /proc/PID/status,
+    in MiB); empty once it has exited."""
+    try:
+        text = open(f"/proc/{int(pid)}/status").read()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out["rss_mb" if key == "VmRSS" else "peak_rss_mb"] = int(value.split()[0]) / 1024.0
+    return out
 
 
 class NodeProcess:
     """``depth_node`` in its own process, in a loopback-only graph (:func:`loopback_env`), output captured.
 
     ``namespace``, ``params_file``, ``params`` (name -> value, as ``-p name:=value``) and ``remaps``
-    (from -> to) become ``--ros-args``; ``extra_args`` are appended after them."""
+    (from -> to) become ``--ros-args``; ``extra_args`` are appended after them. ``executable``: ``depth_node``
+    or ``depth_lifecycle_node``; ``env``: extra environment variables (e.g. ``FASTDDS_DEFAULT_PROFILES_FILE``)."""
 
     def __init__(self, namespace: str | None = None, params: dict | None = None, params_file: str | None = None,
-                 remaps: dict | None = None, domain_id: int | None = None, extra_args: Iterable[str] = ()):
+                 remaps: dict | None = None, domain_id: int | None = None, extra_args: Iterable[str] = (),
+                 executable: str = "depth_node", env: dict | None = None):
         args = ["--ros-args"]
         if namespace:
             args += ["-r", f"__ns:={namespace}"]
@@ -393,10 +415,22 @@ class NodeProcess:
             args += ["-p", f"{name}:={value}"]
         for src, dst in (remaps or {}).items():
             args += ["-r", f"{src}:={dst}"]
-        self.command = node_command() + args + list(extra_args)
-        self.proc = subprocess.Popen(self.command, env=loopback_env(domain_id), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        self.output = ""
+        self.command = node_command(executable) + args + list(extra_args)
+        self.proc = subprocess.Popen(self.command, env={**loopback_env(domain_id), **(env or {})},
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # A thread drains the output as it comes, so a long-running node never blocks on a full pipe.
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._lines.append(line)
+
+    @property
+    def output(self) -> str:
+        """What the process printed so far (stdout and stderr)."""
+        return "".join(self._lines)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -405,9 +439,14 @@ class NodeProcess:
     def returncode(self) -> int | None:
         return self.proc.poll()
 
+    def memory(self) -> dict[str, float]:
+        """The process's current and peak resident memory (:func:`process_memory`)."""
+        return process_memory(self.proc.pid)
+
     def wait(self, timeout: float = 120.0) -> tuple[int, str]:
         """Wait for the process to exit by itself: ``(return code, output)``."""
-        self.output += self.proc.communicate(timeout=timeout)[0] or ""
+        self.proc.wait(timeout=timeout)
+        self._reader.join(10)
         return self.proc.returncode, self.output
 
     def stop(self, timeout: float = 30.0) -> tuple[int, str]:

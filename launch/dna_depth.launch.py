@@ -3,12 +3,15 @@
     ros2 launch dna_depth_ros dna_depth.launch.py weights:=/path/model.safetensors \
         image:=/camera/image_rect camera_info:=/camera/camera_info
 
-Arguments: weights, params_file, namespace, image, compressed_image, camera_info, depth, points.
+Arguments: weights, params_file, namespace, image, compressed_image, camera_info, depth, points, lifecycle.
+lifecycle:=true starts depth_lifecycle_node (unconfigured; drive it with `ros2 lifecycle set` or a lifecycle
+manager) instead of depth_node.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
 
@@ -27,6 +30,17 @@ def generate_launch_description():
         DeclareLaunchArgument("camera_info", default_value="/camera/camera_info", description="Camera info"),
         DeclareLaunchArgument("depth", default_value="depth", description="Output depth image topic"),
         DeclareLaunchArgument("points", default_value="points", description="Output point cloud topic"),
+        DeclareLaunchArgument("lifecycle", default_value="false",
+                              description="true: the managed node depth_lifecycle_node (starts unconfigured)"),
+    ]
+    parameters = [LaunchConfiguration("params_file"), {"weights": LaunchConfiguration("weights")}]
+    remappings = [
+        ("image", LaunchConfiguration("image")),
+        ("image/compressed", LaunchConfiguration("compressed_image")),
+        ("camera_info", LaunchConfiguration("camera_info")),
+        ("depth", LaunchConfiguration("depth")),
+        ("depth/camera_info", [LaunchConfiguration("depth"), "/camera_info"]),
+        ("points", LaunchConfiguration("points")),
     ]
     node = Node(
         package="dna_depth_ros",
@@ -34,14 +48,18 @@ def generate_launch_description():
         name="dna_depth",
         namespace=LaunchConfiguration("namespace"),
         output="screen",
-        parameters=[LaunchConfiguration("params_file"), {"weights": LaunchConfiguration("weights")}],
-        remappings=[
-            ("image", LaunchConfiguration("image")),
-            ("image/compressed", LaunchConfiguration("compressed_image")),
-            ("camera_info", LaunchConfiguration("camera_info")),
-            ("depth", LaunchConfiguration("depth")),
-            ("depth/camera_info", [LaunchConfiguration("depth"), "/camera_info"]),
-            ("points", LaunchConfiguration("points")),
-        ],
+        parameters=parameters,
+        remappings=remappings,
+        condition=UnlessCondition(LaunchConfiguration("lifecycle")),
     )
-    return LaunchDescription(args + [node])
+    lifecycle_node = LifecycleNode(
+        package="dna_depth_ros",
+        executable="depth_lifecycle_node",
+        name="dna_depth",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        parameters=parameters,
+        remappings=remappings,
+        condition=IfCondition(LaunchConfiguration("lifecycle")),
+    )
+    return LaunchDescription(args + [node, lifecycle_node])

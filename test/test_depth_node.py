@@ -22,49 +22,22 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
-from dna_depth_core.data.kitti import read_calib_file
 from dna_depth_core.camera import resize_K
 from dna_depth_core.ros_images import decode_depth
 from dna_depth_ros import conversions as conv
 from dna_depth_ros.harness import DEFAULT_OUTPUTS, Graph, NodeProcess, stamp_key
-from conftest import lite0_checkpoint, require_shared
+from conftest import FRAME_ID, NET_H, NET_W
 
 DOMAIN_ID = 61  # this module's own DDS domain (passed explicitly: other test modules may set the variable too)
 
 pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[1]
-KITTI = "data/kitti_tiny/2011_09_26"  # in ../shared
-NET_H, NET_W = 64, 224
-FRAME_ID = "kitti_cam2_optical_frame"
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Data and fixtures
 # ----------------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def kitti():
-    """The 7 real frames (RGB) and a CameraInfo built from calib_cam_to_cam.txt (camera 2, rectified)."""
-    calib = read_calib_file(require_shared(f"{KITTI}/calib_cam_to_cam.txt"))
-    drive = require_shared(f"{KITTI}/2011_09_26_drive_0023_sync/image_02/data")
-    P = calib["P_rect_02"].reshape(3, 4)
-    w, h = (int(x) for x in calib["S_rect_02"])
-    frames = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(drive.glob("*.png"))]
-    assert len(frames) == 7 and frames[0].shape == (h, w, 3) == (375, 1242, 3)
-    info = CameraInfo(width=w, height=h, distortion_model="plumb_bob")
-    info.header.frame_id = FRAME_ID
-    info.k = P[:, :3].reshape(-1).copy()
-    info.p = P.reshape(-1).copy()
-    info.r = np.eye(3).reshape(-1)
-    info.d = array.array("d", [0.0] * 5)
-    return {"frames": frames, "info": info, "K": P[:, :3].copy(), "size": (w, h)}
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return lite0_checkpoint(tmp_path_factory.mktemp("ckpt"), NET_H, NET_W)
-
-
 @pytest.fixture
 def graph():
     with Graph(domain_id=DOMAIN_ID) as g:
@@ -381,7 +354,7 @@ def test_bad_weights_path_is_a_clear_error_at_start(tmp_path):
 # Pieces of the node, without a graph
 # ----------------------------------------------------------------------------------------------------------------
 def test_bad_parameters_are_named(graph, checkpoint):
-    from dna_depth_ros.depth_node import NodeConfigError
+    from dna_depth_ros.params import NodeConfigError
 
     cases = {
         "parameter 'weights' is empty": {"weights": ""},
@@ -414,7 +387,7 @@ def test_harness_stamps_environment_and_output_types(graph):
 
 
 def test_throttled_logger_counts_what_it_holds_back():
-    from dna_depth_ros.depth_node import ThrottledLogger
+    from dna_depth_ros.throttle import ThrottledLogger
 
     class Sink:
         def __init__(self):
@@ -443,7 +416,7 @@ def test_throttled_logger_counts_what_it_holds_back():
 
 
 def test_latest_slot_keeps_only_the_newest():
-    from dna_depth_ros.depth_node import LatestSlot
+    from dna_depth_ros.worker import LatestSlot
 
     slot = LatestSlot()
     assert slot.put(1) is False

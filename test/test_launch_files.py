@@ -88,17 +88,33 @@ def test_python_launch_file(py_launch):
     used = {c.args[0].value for c in calls if _call_name(c) == "LaunchConfiguration"}
     assert used <= set(declared), f"undeclared launch arguments: {used - set(declared)}"
 
-    (node,) = [c for c in calls if _call_name(c) == "Node"]
-    package = ast.literal_eval(_kw(node, "package"))
-    executable = ast.literal_eval(_kw(node, "executable"))
-    assert package == _package_name() == "dna_depth_ros"
-    scripts = _console_scripts()
-    assert executable in scripts and scripts[executable] == "dna_depth_ros.depth_node:main"
-    from dna_depth_ros import depth_node
-    assert callable(depth_node.main)
-    assert ast.literal_eval(_kw(node, "name")) == depth_node.NODE_NAME
+    assigned = {n.targets[0].id: n.value for n in ast.walk(tree)
+                if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)}
 
-    params = _kw(node, "parameters").elts
+    def value(expr):
+        """A keyword's value, through a variable of generate_launch_description."""
+        return assigned[expr.id] if isinstance(expr, ast.Name) else expr
+
+    (node,) = [c for c in calls if _call_name(c) == "Node"]
+    (lifecycle,) = [c for c in calls if _call_name(c) == "LifecycleNode"]
+    scripts = _console_scripts()
+    from dna_depth_ros import depth_node, lifecycle_node
+    # lifecycle:=true starts the managed node instead of the plain one; both take the same parameters and remaps.
+    for action, module, condition in ((node, depth_node, "UnlessCondition"), (lifecycle, lifecycle_node,
+                                                                              "IfCondition")):
+        package = ast.literal_eval(_kw(action, "package"))
+        executable = ast.literal_eval(_kw(action, "executable"))
+        assert package == _package_name() == "dna_depth_ros"
+        assert executable in scripts and scripts[executable] == f"{module.__name__}:main"
+        assert callable(module.main)
+        assert ast.literal_eval(_kw(action, "name")) == depth_node.NODE_NAME
+        cond = _kw(action, "condition")
+        assert _call_name(cond) == condition and cond.args[0].args[0].value == "lifecycle"
+        assert ast.dump(value(_kw(action, "parameters"))) == ast.dump(value(_kw(node, "parameters")))
+        assert ast.dump(value(_kw(action, "remappings"))) == ast.dump(value(_kw(node, "remappings")))
+    assert ast.literal_eval(declared["lifecycle"]) == "false"
+
+    params = value(_kw(node, "parameters")).elts
     pkg, rel = _resolve_path_join(params[0], declared)
     assert pkg == package and rel == "config/ros/dna_depth.yaml"
     assert (REPO / rel).is_file()
@@ -108,7 +124,7 @@ def test_python_launch_file(py_launch):
     # weights are passed on top of the YAML
     assert isinstance(params[1], ast.Dict) and [k.value for k in params[1].keys] == ["weights"]
 
-    remaps = {r.elts[0].value for r in _kw(node, "remappings").elts}
+    remaps = {r.elts[0].value for r in value(_kw(node, "remappings")).elts}
     assert {"image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points"} <= remaps
 
 
@@ -117,21 +133,26 @@ def test_xml_launch_file(py_launch):
     assert root.tag == "launch"
     args = {a.get("name"): a.get("default") for a in root.findall("arg")}
     (node,) = root.findall("node")
-    assert node.get("pkg") == _package_name()
-    assert node.get("exec") in _console_scripts()
+    (lifecycle,) = root.findall("lifecycle_node")
     from dna_depth_ros import depth_node
-    assert node.get("name") == depth_node.NODE_NAME
+    scripts = _console_scripts()
+    assert scripts[node.get("exec")] == "dna_depth_ros.depth_node:main"
+    assert scripts[lifecycle.get("exec")] == "dna_depth_ros.lifecycle_node:main"
+    assert node.get("unless") == lifecycle.get("if") == "$(var lifecycle)" and args["lifecycle"] == "false"
     text = XML_LAUNCH.read_text()
     used = set(re.findall(r"\$\(var ([a-z_]+)\)", text))
     assert used <= set(args), f"undeclared launch arguments: {used - set(args)}"
-
-    param_from = [p.get("from") for p in node.findall("param") if p.get("from")]
-    assert param_from == ["$(var params_file)"]
     m = re.fullmatch(r"\$\(find-pkg-share ([a-z_]+)\)/(.+)", args["params_file"])
     assert m and m.group(1) == _package_name() and (REPO / m.group(2)).is_file()
-    assert [p.get("name") for p in node.findall("param") if p.get("name")] == ["weights"]
-    remaps = {r.get("from") for r in node.findall("remap")}
-    assert {"image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points"} <= remaps
+    for element in (node, lifecycle):
+        assert element.get("pkg") == _package_name()
+        assert element.get("name") == depth_node.NODE_NAME
+        param_from = [p.get("from") for p in element.findall("param") if p.get("from")]
+        assert param_from == ["$(var params_file)"]
+        assert [p.get("name") for p in element.findall("param") if p.get("name")] == ["weights"]
+        remaps = {r.get("from"): r.get("to") for r in element.findall("remap")}
+        assert {"image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points"} <= set(remaps)
+        assert remaps == {r.get("from"): r.get("to") for r in node.findall("remap")}
     assert "launch/*.launch.xml" in _installed_data_globs()
 
     # Both launch files take the same arguments.
@@ -151,12 +172,12 @@ def _flatten(d, prefix=""):
 
 
 def test_parameter_file_matches_the_declared_parameters():
-    from dna_depth_ros import depth_node
+    from dna_depth_ros import params as node_params
 
     doc = yaml.safe_load(YAML.read_text())
-    assert list(doc) == [depth_node.NODE_NAME]  # the node name the launch files give it
-    params = _flatten(doc[depth_node.NODE_NAME]["ros__parameters"])
-    specs = {s.name: s for s in depth_node.PARAMETERS}
+    assert list(doc) == [node_params.NODE_NAME]  # the node name the launch files give it
+    params = _flatten(doc[node_params.NODE_NAME]["ros__parameters"])
+    specs = {s.name: s for s in node_params.PARAMETERS}
     assert set(params) == set(specs), (set(params) ^ set(specs))
     for name, value in params.items():
         default = specs[name].default
@@ -167,10 +188,10 @@ def test_parameter_file_matches_the_declared_parameters():
 
 
 def test_parameters_are_documented():
-    from dna_depth_ros import depth_node
+    from dna_depth_ros.params import PARAMETERS
 
     docs = (REPO / "docs" / "ros.md").read_text()
-    for spec in depth_node.PARAMETERS:
+    for spec in PARAMETERS:
         assert f"`{spec.name}`" in docs, f"docs/ros.md does not document {spec.name}"
         assert spec.description, spec.name
     for topic in ("image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points",
