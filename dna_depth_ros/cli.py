@@ -4,10 +4,11 @@
 its frame counters) and only then shuts rclpy down, so no log line is written to a dead context ("Failed to
 publish log message to rosout: publisher's context is invalid"). A node that cannot start (a parameter of the
 wrong type or range, a missing weights file, ...) gives one FATAL line naming the problem and exit code 1, not a
-traceback.
+traceback. ``kill -USR1 <pid>`` prints every thread's stack to stderr (faulthandler), for a node that hangs.
 """
 from __future__ import annotations
 
+import faulthandler
 import signal
 from typing import Callable
 
@@ -34,6 +35,7 @@ def run(make_node: Callable[[], object], name: str, args=None) -> int:
     # rclpy's own signal handler would shut the context down before the node logs its last lines.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     node = None
     code = 0
     try:

@@ -234,6 +234,11 @@ class Graph:
         with self._lock:
             return self._arrivals.get(topic, {}).get(stamp_key(stamp))
 
+    def arrivals(self, topic: str) -> dict[tuple[int, int], float]:
+        """Every stamp received on ``topic`` -> when its first message arrived (``time.perf_counter()``)."""
+        with self._lock:
+            return dict(self._arrivals.get(topic, {}))
+
     def completed(self, stamp: Any, topics: Iterable[str]) -> float | None:
         """The arrival time of the last of ``topics`` for ``stamp`` once every one has arrived, else None."""
         times = [self.arrival(t, stamp) for t in topics]
@@ -450,10 +455,19 @@ class NodeProcess:
         return self.proc.returncode, self.output
 
     def stop(self, timeout: float = 30.0) -> tuple[int, str]:
-        """Interrupt (SIGINT, as Ctrl-C: the node logs its statistics) and wait: ``(return code, output)``."""
+        """Interrupt (SIGINT, as Ctrl-C: the node logs its statistics) and wait: ``(return code, output)``.
+
+        A node still running after ``timeout`` is asked for its threads' stacks (SIGUSR1, see
+        :mod:`dna_depth_ros.cli`) and :class:`TimeoutError` is raised with the end of its output."""
         if self.alive():
             self.proc.send_signal(signal.SIGINT)
-        return self.wait(timeout)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(2.0)
+            raise TimeoutError(f"the node did not stop within {timeout:g} s after SIGINT; its output ends with:\n"
+                               f"{self.output[-6000:]}") from None
 
     def kill(self) -> None:
         if self.alive():
