@@ -95,7 +95,8 @@ class PixelRays:
             raise ValueError(f"height and width must be positive, got {height} x {width}")
         self.K = K.copy()
         self.xyz = geometry.depth_to_points(np.ones((int(height), int(width)), np.float32), K)
-        self.norm = np.linalg.norm(self.xyz, axis=2).astype(np.float32)
+        self.norm = np.sqrt(np.einsum("ijk,ijk->ij", self.xyz, self.xyz))
+        self._memo: dict = {}
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -105,11 +106,32 @@ class PixelRays:
         """True when these are the rays of ``K`` at ``height x width``."""
         return self.shape == (height, width) and np.array_equal(self.K, np.asarray(K, dtype=np.float64))
 
-    def directions(self, mask: np.ndarray | None = None) -> np.ndarray:
-        """Unit rays: ``(H, W, 3)``, or ``(N, 3)`` for the pixels of a boolean ``(H, W)`` mask; float32."""
-        if mask is None:
-            return self.xyz / self.norm[..., None]
-        return self.xyz[mask] / self.norm[mask][:, None]
+    def memo_get(self, name: str):
+        """What :meth:`memo_set` stored under ``name`` (None when nothing): arrays derived from these rays that
+        callers would otherwise recompute on every frame."""
+        return self._memo.get(name)
+
+    def memo_set(self, name: str, value) -> None:
+        self._memo[name] = value
+
+    def far_points(self, clearing_distance: float | None) -> np.ndarray:
+        """``(H, W, 3)`` float32 points of the far pixels: ``+inf`` along each ray (None), or ``clearing_distance``
+        metres along it (memoised)."""
+        entry = self._memo.get("far_points")
+        if entry is None or entry[0] != clearing_distance:
+            if clearing_distance is None:
+                far = _signed_inf(self.xyz, 1.0)
+            else:
+                far = (self.xyz * (np.float32(clearing_distance) / self.norm)[..., None]).astype(np.float32)
+            entry = (clearing_distance, far)
+            self._memo["far_points"] = entry
+        return entry[1]
+
+    def near_points(self) -> np.ndarray:
+        """``(H, W, 3)`` float32: ``-inf`` along each ray (memoised)."""
+        if "near_points" not in self._memo:
+            self._memo["near_points"] = _signed_inf(self.xyz, -1.0)
+        return self._memo["near_points"]
 
 
 def cloud_points(depth, rays: PixelRays, min_range: float = 0.0, max_range: float = 0.0, far: str = "inf",
@@ -139,20 +161,23 @@ def cloud_points(depth, rays: PixelRays, min_range: float = 0.0, max_range: floa
 
     z = depth.astype(np.float32, copy=False)
     with np.errstate(invalid="ignore", over="ignore"):
-        points = rays.xyz * z[..., None]
         measured = z > 0  # False for NaN, -inf, <= 0
-        points[~measured] = np.nan
         rng = z * rays.norm  # Euclidean range (inf for +inf depth)
         beyond = measured & ((rng > max_range) if max_range > 0 else np.isinf(z))
         near = (measured & (rng < min_range)) if min_range > 0 else None
+        points = rays.xyz * np.where(measured, z, np.float32(np.nan))[..., None]
     if beyond.any():
-        if far == "clearing":
-            points[beyond] = rays.directions(beyond) * np.float32(clearing_distance)
-        else:
-            points[beyond] = _signed_inf(rays.xyz[beyond], 1.0)
+        far_points = rays.far_points(float(clearing_distance) if far == "clearing" else None)
+        points = select_points(beyond, far_points, points)
     if near is not None and near.any():
-        points[near] = _signed_inf(rays.xyz[near], -1.0)
+        points = select_points(near, rays.near_points(), points)
     return points
+
+
+def select_points(mask: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a`` where ``mask`` ``(H, W)`` else ``b`` (both ``(H, W, 3)``), as ``np.where`` on flat arrays of one shape:
+    boolean-mask assignment into, or a broadcast ``np.where`` over, an ``(H, W, 3)`` array is many times slower."""
+    return np.where(np.repeat(mask.ravel(), 3), a.ravel(), b.ravel()).reshape(a.shape)
 
 
 def _signed_inf(rays: np.ndarray, sign: float) -> np.ndarray:
@@ -160,4 +185,4 @@ def _signed_inf(rays: np.ndarray, sign: float) -> np.ndarray:
     return np.where(rays == 0, 0.0, np.copysign(np.inf, rays * sign)).astype(np.float32)
 
 
-__all__ = ["FAR_MODES", "PixelRays", "cloud_points", "rep117_depth"]
+__all__ = ["FAR_MODES", "PixelRays", "cloud_points", "rep117_depth", "select_points"]
