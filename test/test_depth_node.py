@@ -381,7 +381,7 @@ def test_bad_weights_path_is_a_clear_error_at_start(tmp_path):
 # Pieces of the node, without a graph
 # ----------------------------------------------------------------------------------------------------------------
 def test_bad_parameters_are_named(graph, checkpoint):
-    from dna_depth_ros.depth_node import NodeConfigError
+    from dna_depth_ros.params import NodeConfigError
 
     cases = {
         "parameter 'weights' is empty": {"weights": ""},
@@ -414,7 +414,7 @@ def test_harness_stamps_environment_and_output_types(graph):
 
 
 def test_throttled_logger_counts_what_it_holds_back():
-    from dna_depth_ros.depth_node import ThrottledLogger
+    from dna_depth_ros.throttle import ThrottledLogger
 
     class Sink:
         def __init__(self):
@@ -443,7 +443,7 @@ def test_throttled_logger_counts_what_it_holds_back():
 
 
 def test_latest_slot_keeps_only_the_newest():
-    from dna_depth_ros.depth_node import LatestSlot
+    from dna_depth_ros.worker import LatestSlot
 
     slot = LatestSlot()
     assert slot.put(1) is False

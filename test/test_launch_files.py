@@ -151,12 +151,12 @@ def _flatten(d, prefix=""):
 
 
 def test_parameter_file_matches_the_declared_parameters():
-    from dna_depth_ros import depth_node
+    from dna_depth_ros import params as node_params
 
     doc = yaml.safe_load(YAML.read_text())
-    assert list(doc) == [depth_node.NODE_NAME]  # the node name the launch files give it
-    params = _flatten(doc[depth_node.NODE_NAME]["ros__parameters"])
-    specs = {s.name: s for s in depth_node.PARAMETERS}
+    assert list(doc) == [node_params.NODE_NAME]  # the node name the launch files give it
+    params = _flatten(doc[node_params.NODE_NAME]["ros__parameters"])
+    specs = {s.name: s for s in node_params.PARAMETERS}
     assert set(params) == set(specs), (set(params) ^ set(specs))
     for name, value in params.items():
         default = specs[name].default
@@ -167,10 +167,10 @@ def test_parameter_file_matches_the_declared_parameters():
 
 
 def test_parameters_are_documented():
-    from dna_depth_ros import depth_node
+    from dna_depth_ros.params import PARAMETERS
 
     docs = (REPO / "docs" / "ros.md").read_text()
-    for spec in depth_node.PARAMETERS:
+    for spec in PARAMETERS:
         assert f"`{spec.name}`" in docs, f"docs/ros.md does not document {spec.name}"
         assert spec.description, spec.name
     for topic in ("image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points",
