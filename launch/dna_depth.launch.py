@@ -36,7 +36,6 @@ def generate_launch_description():
         DeclareLaunchArgument("rgb", default_value="rgb",
                               description="Namespace of the republished image: <rgb>/image, <rgb>/camera_info"),
     ]
-    depth, points, rgb = (LaunchConfiguration(n) for n in ("depth", "points", "rgb"))
     node = Node(
         package="dna_depth_ros",
         executable="depth_node",
@@ -47,16 +46,16 @@ def generate_launch_description():
         remappings=[
             ("image", LaunchConfiguration("image")),
             ("camera_info", LaunchConfiguration("camera_info")),
-            ("depth/image", [depth, "/image"]),
-            ("depth/camera_info", [depth, "/camera_info"]),
-            ("depth/colored", [depth, "/colored"]),
-            ("depth/scale", [depth, "/scale"]),
-            ("points", points),
-            ("points/obstacles", [points, "/obstacles"]),
-            ("points/ground", [points, "/ground"]),
+            ("depth/image", [LaunchConfiguration("depth"), "/image"]),
+            ("depth/camera_info", [LaunchConfiguration("depth"), "/camera_info"]),
+            ("depth/colored", [LaunchConfiguration("depth"), "/colored"]),
+            ("depth/scale", [LaunchConfiguration("depth"), "/scale"]),
+            ("points", LaunchConfiguration("points")),
+            ("points/obstacles", [LaunchConfiguration("points"), "/obstacles"]),
+            ("points/ground", [LaunchConfiguration("points"), "/ground"]),
             ("scan", LaunchConfiguration("scan")),
-            ("rgb/image", [rgb, "/image"]),
-            ("rgb/camera_info", [rgb, "/camera_info"]),
+            ("rgb/image", [LaunchConfiguration("rgb"), "/image"]),
+            ("rgb/camera_info", [LaunchConfiguration("rgb"), "/camera_info"]),
         ],
     )
     return LaunchDescription(args + [node])

@@ -78,6 +78,29 @@ def _resolve_path_join(expr, declared_defaults):
     return share.args[0].value, "/".join(p.value for p in parts[1:])
 
 
+def _arg_name(expr):
+    """The launch argument of a ``LaunchConfiguration("name")``."""
+    assert isinstance(expr, ast.Call) and _call_name(expr) == "LaunchConfiguration", ast.dump(expr)
+    return expr.args[0].value
+
+
+# Every topic of the node, and what the launch files remap it to: inputs by their own argument, outputs under the
+# namespace argument they belong to (image_transport's sibling rule keeps <ns>/image beside <ns>/camera_info).
+EXPECTED_REMAPS = {
+    "image": "$(image)", "camera_info": "$(camera_info)",
+    "depth/image": "$(depth)/image", "depth/camera_info": "$(depth)/camera_info",
+    "depth/colored": "$(depth)/colored", "depth/scale": "$(depth)/scale",
+    "points": "$(points)", "points/obstacles": "$(points)/obstacles", "points/ground": "$(points)/ground",
+    "scan": "$(scan)", "rgb/image": "$(rgb)/image", "rgb/camera_info": "$(rgb)/camera_info",
+}
+
+
+def _check_remaps(remaps):
+    assert remaps == EXPECTED_REMAPS
+    # Compressed input follows the remapped image (<image>/compressed): no remapping of its own.
+    assert "image/compressed" not in remaps
+
+
 def test_python_launch_file(py_launch):
     tree, calls = py_launch
     imported = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
@@ -108,8 +131,13 @@ def test_python_launch_file(py_launch):
     # weights are passed on top of the YAML
     assert isinstance(params[1], ast.Dict) and [k.value for k in params[1].keys] == ["weights"]
 
-    remaps = {r.elts[0].value for r in _kw(node, "remappings").elts}
-    assert {"image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points"} <= remaps
+    remaps = {}
+    for r in _kw(node, "remappings").elts:
+        to = r.elts[1]
+        parts = to.elts if isinstance(to, ast.List) else [to]
+        remaps[r.elts[0].value] = "".join(p.value if isinstance(p, ast.Constant) else "$(" + _arg_name(p) + ")"
+                                          for p in parts)
+    _check_remaps(remaps)
 
 
 def test_xml_launch_file(py_launch):
@@ -130,8 +158,8 @@ def test_xml_launch_file(py_launch):
     m = re.fullmatch(r"\$\(find-pkg-share ([a-z_]+)\)/(.+)", args["params_file"])
     assert m and m.group(1) == _package_name() and (REPO / m.group(2)).is_file()
     assert [p.get("name") for p in node.findall("param") if p.get("name")] == ["weights"]
-    remaps = {r.get("from") for r in node.findall("remap")}
-    assert {"image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points"} <= remaps
+    remaps = {r.get("from"): re.sub(r"\$\(var ([a-z_]+)\)", r"$(\1)", r.get("to")) for r in node.findall("remap")}
+    _check_remaps(remaps)
     assert "launch/*.launch.xml" in _installed_data_globs()
 
     # Both launch files take the same arguments.
