@@ -17,12 +17,15 @@
     the first successful fit, or with ``freeze`` until the scale is frozen.
 
 It also gives the frame's ground plane in the units of the published depth (:attr:`ScaleTracker.plane`).
+
+Its methods may be called from different threads (a node's worker updates it; its executor re-arms it).
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -103,22 +106,25 @@ class ScaleTracker:
         self._last_normal: np.ndarray | None = None
         self.measured = self.rejected = self.failed = 0
         self.plane: GroundPlane | None = None
+        self._lock = threading.Lock()
         self.state = self._state(None)
 
     # -- control ------------------------------------------------------------------------------------------------
     def rearm(self, reset_filter: bool = False) -> None:
         """Unfreeze and start a new convergence window (with ``reset_filter`` also restart the smoothing filter
         from the next measurement, e.g. after the camera was moved)."""
-        self._frozen = None
-        self._window.clear()
-        if reset_filter and self.ground is not None:
-            self.ground.reset()
-        self.state = self._state(self.state.last_measurement)
+        with self._lock:
+            self._frozen = None
+            self._window.clear()
+            if reset_filter and self.ground is not None:
+                self.ground.reset()
+            self.state = self._state(self.state.last_measurement)
 
     def set_factor(self, factor: float) -> None:
         """A new calibrated factor (``"fixed"``; the initial factor of ``"camera_height"``)."""
-        self.factor = _check_factor(factor)
-        self.state = self._state(self.state.last_measurement)
+        with self._lock:
+            self.factor = _check_factor(factor)
+            self.state = self._state(self.state.last_measurement)
 
     def set_camera_height(self, camera_height: float) -> None:
         """A new mounting height (``"camera_height"``): the filter, the window and a frozen value start again."""
@@ -126,7 +132,8 @@ class ScaleTracker:
             raise ValueError(f"camera_height applies to scale_mode 'camera_height', not '{self.mode}'")
         if not (camera_height > 0 and math.isfinite(camera_height)):
             raise ValueError(f"camera_height must be a positive number of metres, got {camera_height}")
-        self.ground.camera_height = float(camera_height)
+        with self._lock:
+            self.ground.camera_height = float(camera_height)
         self.rearm(reset_filter=True)
 
     # -- one frame ----------------------------------------------------------------------------------------------
@@ -134,6 +141,10 @@ class ScaleTracker:
         """Measure one frame: ``rel_depth`` ``(h, w)`` is the network's (relative) depth with intrinsics ``K`` at its
         resolution (``"camera_height"`` mode; without ``K`` the frame counts as failed and the scale is kept).
         Returns the frame's :class:`ScaleState` (also :attr:`state`); :attr:`plane` is the frame's ground plane."""
+        with self._lock:
+            return self._update(rel_depth, K)
+
+    def _update(self, rel_depth, K) -> ScaleState:
         measurement = None
         if self.ground is not None:
             g = self.ground
