@@ -1,15 +1,19 @@
-"""``depth_node``: camera in; metric depth image, camera_info and an organised point cloud out.
+"""``depth_node``: camera in; metric depth image, camera_info, point clouds, a laser scan and the scale out.
 
 A thin rclpy shell around :class:`dna_depth_core.inference.DepthEstimator` (docs/ros.md has the full interface).
 
 Topics (set by remapping):
 
-- in: ``image`` (sensor_msgs/Image) or, with ``image_transport: compressed``, ``image/compressed``
-  (sensor_msgs/CompressedImage, jpeg/png); ``camera_info`` (sensor_msgs/CameraInfo).
-- out: ``depth`` (32FC1 metres, NaN invalid; or 16UC1 millimetres, 0 invalid), ``depth/camera_info``,
-  ``points`` (organised PointCloud2 in the optical frame, NaN invalid, is_dense false), ``depth/colored`` (rgb8).
+- in: ``image`` (sensor_msgs/Image) or, with ``image_transport: compressed``, ``<image>/compressed`` where
+  ``<image>`` is what ``image`` resolves to (sensor_msgs/CompressedImage, jpeg/png); ``camera_info``
+  (sensor_msgs/CameraInfo); ``depth/scale/rearm`` (std_msgs/Empty: re-arm a frozen scale).
+- out: ``depth/image`` (32FC1 metres with the REP 117 values; or 16UC1 millimetres, 0 invalid),
+  ``depth/camera_info``, ``depth/colored`` (rgb8), ``depth/scale`` (DiagnosticArray), ``points`` (organised
+  PointCloud2 in the optical frame), ``points/obstacles``, ``points/ground``, ``scan`` (LaserScan),
+  ``rgb/image`` and ``rgb/camera_info`` (the input at the depth's resolution); see
+  :data:`~dna_depth_ros.outputs.OUTPUT_TOPICS`.
 
-Every output carries the input image's header (acquisition stamp and optical frame_id).
+Every output carries the input image's header (acquisition stamp; the optical frame_id except for the scan).
 
 This module is the wiring: parameters (:mod:`~dna_depth_ros.params`), publishers and the messages of a frame
 (:mod:`~dna_depth_ros.outputs`), camera_info (:mod:`~dna_depth_ros.intrinsics`), the latest-frame worker thread
@@ -25,12 +29,13 @@ import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Empty
 
 from dna_depth_core.inference import DepthEstimator
 
 from dna_depth_ros.intrinsics import IntrinsicsStore, fallback_intrinsics
-from dna_depth_ros.outputs import Outputs
+from dna_depth_ros.outputs import OUTPUT_TOPICS, OUTPUT_TYPES, Outputs, output_parameter
 from dna_depth_ros.params import NODE_NAME, PARAMETERS, NodeConfigError, check_params, descriptor
 from dna_depth_ros.pipeline import FramePipeline
 from dna_depth_ros.qos import qos_profile
@@ -44,8 +49,8 @@ class DepthNode(Node):
     """The DNA-Depth node. Construct it like any rclpy node (``context=``, ``parameter_overrides=``, ...).
 
     Attributes: ``params`` (name -> value), ``estimator``, ``stats`` (:class:`~dna_depth_ros.worker.NodeStats`),
-    ``timings`` (per-frame stage times), ``pub_depth``, ``pub_info``, ``pub_points``, ``pub_colored`` (None when
-    disabled).
+    ``timings`` (per-frame stage times), ``outputs`` (the publishers by output name, None when disabled; also
+    ``pub_depth``, ``pub_info``, ``pub_points``, ``pub_colored``).
 
     Raises:
         NodeConfigError / FileNotFoundError / ValueError: a bad parameter or weights file (named in the message).
@@ -79,6 +84,8 @@ class DepthNode(Node):
             scale_factor=p["scale.factor"],
             camera_height=p["scale.camera_height"] if p["scale.mode"] == "camera_height" else None,
             ground={"roi": tuple(roi), "max_tilt_deg": p["scale.max_tilt_deg"], "smoothing": p["scale.smoothing"]},
+            converge_frames=p["scale.converge_frames"], converge_tolerance=p["scale.converge_tolerance"],
+            freeze_scale=p["scale.freeze"], withhold=p["scale.withhold"],
         )
         if p["warmup"]:
             self.estimator.warmup()
@@ -87,14 +94,11 @@ class DepthNode(Node):
 
         # Publishers (only the enabled ones exist)
         out_qos = qos_profile(p["qos.output.reliability"], p["qos.output.depth"], p["qos.output.durability"])
-        self.pub_depth = self.create_publisher(Image, "depth", out_qos) if p["publish.depth"] else None
-        self.pub_info = (self.create_publisher(CameraInfo, "depth/camera_info", out_qos)
-                         if p["publish.camera_info"] else None)
-        self.pub_points = self.create_publisher(PointCloud2, "points", out_qos) if p["publish.points"] else None
-        self.pub_colored = (self.create_publisher(Image, "depth/colored", out_qos)
-                            if p["publish.colored"] else None)
-        self.outputs = Outputs({"depth": self.pub_depth, "camera_info": self.pub_info, "points": self.pub_points,
-                                "colored": self.pub_colored}, p, self.estimator.resize)
+        publishers = {name: self.create_publisher(OUTPUT_TYPES[name], OUTPUT_TOPICS[name], out_qos)
+                      if p[output_parameter(name)] else None for name in OUTPUT_TOPICS}
+        self.pub_depth, self.pub_info = publishers["depth"], publishers["camera_info"]
+        self.pub_points, self.pub_colored = publishers["points"], publishers["colored"]
+        self.outputs = Outputs(publishers, p, self.estimator.resize, self._tlog)
         self.pipeline = FramePipeline(self.estimator, self.intrinsics, self.outputs)
 
         # Worker, then subscriptions
@@ -102,11 +106,13 @@ class DepthNode(Node):
         self._worker.start()
         in_qos = qos_profile(p["qos.input.reliability"], p["qos.input.depth"])
         if p["image_transport"] == "compressed":
-            self.sub_image = self.create_subscription(CompressedImage, "image/compressed", self._worker.offer,
-                                                      in_qos)
+            # image_transport's rule: the compressed stream of an image topic is <resolved image>/compressed.
+            self.sub_image = self.create_subscription(
+                CompressedImage, self.resolve_topic_name("image") + "/compressed", self._worker.offer, in_qos)
         else:
             self.sub_image = self.create_subscription(Image, "image", self._worker.offer, in_qos)
         self.sub_info = self.create_subscription(CameraInfo, "camera_info", self.intrinsics.add, in_qos)
+        self.sub_rearm = self.create_subscription(Empty, "depth/scale/rearm", self._rearm_scale, 10)
 
         est = self.estimator
         published = [x.topic_name for x in self.outputs.enabled]
@@ -116,8 +122,16 @@ class DepthNode(Node):
         if not published:
             log.warning("every publish.* parameter is false: the node will not compute anything")
         if p["scale.mode"] == "none":
-            log.warning("scale.mode is 'none': 'depth' and 'points' are RELATIVE (up to an unknown scale), not "
-                        "metres. Set scale.mode to fixed or camera_height for metric output.")
+            log.warning("scale.mode is 'none': 'depth/image' and 'points' are RELATIVE (up to an unknown scale), "
+                        "not metres. Set scale.mode to fixed or camera_height for metric output.")
+        if p["scale.freeze"] and p["scale.mode"] != "camera_height":
+            log.warning(f"scale.freeze applies to scale.mode camera_height; with '{p['scale.mode']}' the scale "
+                        f"is constant anyway")
+
+    def _rearm_scale(self, _msg) -> None:
+        """``depth/scale/rearm``: unfreeze the scale and wait for it to converge (and freeze) again."""
+        self.estimator.rearm_scale()
+        self.get_logger().info("scale re-armed: waiting for a new convergence")
 
     # -- state --------------------------------------------------------------------------------------------------
     @property

@@ -49,7 +49,7 @@ class FramePipeline:
 
         res = self.estimator.predict(rgb, K)
         t2 = time.perf_counter()
-        msgs = self.outputs.build(res.depth, res.K, rgb, header)
+        msgs = self.outputs.build(res, rgb, header)
         t3 = time.perf_counter()
         for pub, out in msgs:
             pub.publish(out)
