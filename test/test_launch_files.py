@@ -201,9 +201,35 @@ def test_parameters_are_documented():
     for spec in PARAMETERS:
         assert f"`{spec.name}`" in docs, f"docs/ros.md does not document {spec.name}"
         assert spec.description, spec.name
-    for topic in ("image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points",
-                  "depth/colored"):
-        assert f"`{topic}`" in docs
+    from dna_depth_ros.outputs import OUTPUT_TOPICS
+
+    for topic in ("image", "<image>/compressed", "camera_info", "depth/scale/rearm", *OUTPUT_TOPICS.values()):
+        assert f"| `{topic}` |" in docs, f"docs/ros.md's topic table does not list {topic}"
     assert NAV2_EXAMPLE.is_file()
     nav2 = yaml.safe_load(NAV2_EXAMPLE.read_text())
     assert "local_costmap" in nav2
+
+
+def test_nav2_example_marks_and_clears_with_the_node_ranges():
+    """The Nav2 example keeps clearing points (source heights wide), marks only above the floor (layer-level
+    min_obstacle_height), never marks a clearing point (obstacle_max_range below the clearing distance) and
+    raytraces up to it; the scan layer turns +inf into clearing rays up to scan.range_max."""
+    from dna_depth_ros.params import PARAMETERS
+
+    defaults = {s.name: s.default for s in PARAMETERS}
+    clearing = defaults["points.clearing_distance"] or defaults["points.max_range"]
+    nav2 = yaml.safe_load(NAV2_EXAMPLE.read_text())
+    voxel = nav2["local_costmap"]["local_costmap"]["ros__parameters"]["voxel_layer"]
+    source = voxel[voxel["observation_sources"]]
+    assert source["data_type"] == "PointCloud2" and source["marking"] and source["clearing"]
+    assert voxel["min_obstacle_height"] == pytest.approx(defaults["ground.min_height"])
+    assert source["min_obstacle_height"] < 0 < voxel["min_obstacle_height"]
+    assert source["max_obstacle_height"] > voxel["max_obstacle_height"]
+    assert source["obstacle_max_range"] < clearing <= source["raytrace_max_range"]
+    assert source["raytrace_max_range"] == pytest.approx(clearing)
+
+    obstacle = nav2["global_costmap"]["global_costmap"]["ros__parameters"]["obstacle_layer"]
+    scan = obstacle[obstacle["observation_sources"]]
+    assert scan["data_type"] == "LaserScan" and scan["marking"] and scan["clearing"] and scan["inf_is_valid"]
+    assert scan["raytrace_max_range"] == pytest.approx(defaults["scan.range_max"])
+    assert scan["obstacle_max_range"] <= defaults["scan.range_max"]
