@@ -18,6 +18,11 @@ What it measures (640x192 input = the network's input size by default, so no res
    against the node's own median inference time (from its shutdown log).
 4. a 30 Hz camera for ``--rate-seconds``: frames received, processed and dropped by the node (latest-frame policy).
 
+``--outputs nav2`` (repeatable with ``default``: each set runs in-process in turn, in one invocation) measures the
+node with the outputs Nav2 and SLAM use on as well (:data:`OUTPUT_SETS`): the clearing cloud, ``points/obstacles``,
+``scan`` and ``depth/scale``, from a fixed scale and the mounting ground plane (KITTI's 1.65 m); the latency is
+then to the last of all of them.
+
 Weights: ``--weights`` or, by default, a randomly initialised ``--model`` (the timing does not depend on the
 weights). The frames are the real KITTI frames of ../shared/data/kitti_tiny resized to 640x192 when present,
 synthetic street frames otherwise (``dna_depth_core.data.synthetic.synthetic_frames``).
@@ -55,6 +60,15 @@ KITTI = REPO.parent / "shared" / "data" / "kitti_tiny" / "2011_09_26"
 K_KITTI = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
 DOMAIN_ID = int(os.environ.get("ROS_DOMAIN_ID") or 65)
 POLL = 0.001  # seconds between checks while waiting (arrival times are taken in the callbacks)
+
+# Output sets: node parameters and the topics a frame's latency waits for.
+OUTPUT_SETS = {
+    "default": ({}, DEFAULT_OUTPUTS),
+    "nav2": ({"scale.mode": "fixed", "scale.factor": 30.0, "scale.camera_height": 1.65,
+              "points.far_mode": "clearing", "publish.obstacles": True, "publish.scan": True,
+              "publish.scale": True},
+             DEFAULT_OUTPUTS + ("points/obstacles", "scan", "depth/scale")),
+}
 
 
 def load_frames(width: int, height: int) -> tuple[list[np.ndarray], np.ndarray, str]:
@@ -134,11 +148,12 @@ def first_answer(feed: Feed, timeout: float, alive=lambda: True) -> None:
                                    alive=alive)
 
 
-def node_in_process(weights, frames, K, args, bare: BareModel) -> dict:
+def node_in_process(weights, frames, K, args, bare: BareModel, output_set: str = "default") -> dict:
     ns = "/bench"
+    params, topics = OUTPUT_SETS[output_set]
     with Graph(domain_id=DOMAIN_ID, name="bench_tester", poll=POLL) as graph:
-        node = graph.start_node(ns, {"weights": weights, "device": "cpu"})
-        outputs = graph.collect_outputs(ns, DEFAULT_OUTPUTS, keep=0)
+        node = graph.start_node(ns, {"weights": weights, "device": "cpu", **params})
+        outputs = graph.collect_outputs(ns, topics, keep=0)
         camera = graph.camera(ns)
         feed = Feed(graph, camera, frames, K, outputs)
         camera.wait_matched()
@@ -152,7 +167,7 @@ def node_in_process(weights, frames, K, args, bare: BareModel) -> dict:
         stage = {k: med_ms([x[k] for x in t]) for k in
                  ("convert", "preprocess", "inference", "postprocess", "outputs", "publish", "total")}
         overhead = [x["convert"] + x["outputs"] + x["publish"] for x in t]
-        result = {"bare_model_ms": med_ms(model), "bare_model_p90_ms": 1000 * float(np.percentile(model, 90)),
+        result = {"outputs": list(topics), "params": params, "bare_model_ms": med_ms(model), "bare_model_p90_ms": 1000 * float(np.percentile(model, 90)),
                   "latency_ms": med_ms(lat), "latencies_ms": [round(1000 * x, 1) for x in lat],
                   "latency_p90_ms": 1000 * float(np.percentile(lat, 90)),
                   "throughput_hz_sequential": 1.0 / float(np.median(lat)), "stages_ms": stage,
@@ -224,6 +239,10 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=15, help="frames for the latency medians")
     ap.add_argument("--rate", type=float, default=30.0, help="camera rate of the drop test (Hz)")
     ap.add_argument("--rate-seconds", type=float, default=10.0)
+    ap.add_argument("--outputs", action="append", choices=sorted(OUTPUT_SETS), default=None,
+                    help="output set of the in-process run: default (depth/image, depth/camera_info, points) or "
+                         "nav2 (also the clearing cloud, points/obstacles, scan, depth/scale); repeat for both "
+                         "(default: default)")
     ap.add_argument("--no-process", action="store_true", help="skip the separate-process run")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
@@ -248,9 +267,13 @@ def main() -> int:
             "frames_source": source, "device": "cpu",
         }
         bare = BareModel(weights, frames[0])
-        print(f"node in-process ({args.model}, {args.width}x{args.height}, CPU) ...", flush=True)
-        res["in_process"] = node_in_process(weights, frames, K, args, bare)
-        print(json.dumps(res["in_process"]), flush=True)
+        sets = args.outputs or ["default"]
+        for output_set in sets:
+            print(f"node in-process ({args.model}, {args.width}x{args.height}, CPU, outputs {output_set}) ...",
+                  flush=True)
+            key = "in_process" if output_set == sets[0] else f"in_process_{output_set}"
+            res[key] = node_in_process(weights, frames, K, args, bare, output_set)
+            print(json.dumps(res[key]), flush=True)
         if not args.no_process:
             print("node as a separate process ...", flush=True)
             res["process"] = node_process(weights, frames, K, args)
@@ -266,7 +289,13 @@ def main() -> int:
             "e2e_latency_process_ms": res.get("process", {}).get("latency_ms"),
             "e2e_over_node_inference_process": res.get("process", {}).get("e2e_over_node_inference"),
             "rate_test": n["rate_test"],
+            "outputs": sets[0],
         }
+        for output_set in sets[1:]:
+            m = res[f"in_process_{output_set}"]
+            res["summary"][f"ros_overhead_ms_{output_set}"] = m["ros_overhead_ms"]
+            res["summary"][f"ros_overhead_pct_of_inference_{output_set}"] = 100 * m["ros_overhead_ratio"]
+            res["summary"][f"stages_ms_{output_set}"] = m["stages_ms"]
         print(json.dumps(res["summary"], indent=1))
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
