@@ -93,10 +93,6 @@ class Outputs:
         self._resize_mode = resize_mode
         self._log = log
         self._rays: PixelRays | None = None
-        self._mounting: GroundPlane | None = None
-        p = params
-        if p["scale.camera_height"] > 0:
-            self._mounting = mounting_plane(p["scale.camera_height"], p["ground.pitch_deg"], p["ground.roll_deg"])
 
     @property
     def enabled(self) -> list:
@@ -198,13 +194,14 @@ class Outputs:
 
     def _plane(self, fitted: GroundPlane | None) -> GroundPlane | None:
         """The frame's ground plane by ``ground.plane``: the fit (or the last fit's normal), else the mounting
-        plane (auto), or None."""
-        source = self.params["ground.plane"]
-        if source == "mounting":
-            return self._mounting
-        if fitted is not None:
+        plane (auto), or None. Read from the parameters on every frame (they may change at run time)."""
+        p = self.params
+        source = p["ground.plane"]
+        if source != "mounting" and fitted is not None:
             return fitted
-        return self._mounting if source == "auto" else None
+        if source == "fit" or not p["scale.camera_height"] > 0:
+            return None
+        return mounting_plane(p["scale.camera_height"], p["ground.pitch_deg"], p["ground.roll_deg"])
 
     def _rgb_at(self, rgb: np.ndarray, h: int, w: int) -> np.ndarray:
         """The input image at the depth's resolution: itself at output_resolution input; at network, the colours
