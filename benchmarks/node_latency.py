@@ -33,6 +33,11 @@ otherwise (``dna_depth_core.data.synthetic.synthetic_frames``).
         runs/kitti_tiny_adapt/train/checkpoints/latest/model.safetensors --width 320 --height 96 \
         --scale-mode camera_height --camera-height 1.65 --untrained --no-process --out node_gap.json'
 
+``--outputs nav2`` (repeatable with ``default``: each set runs in-process in turn, in one invocation) measures the
+node with the outputs Nav2 and SLAM use on as well (:data:`OUTPUT_SETS`): the clearing cloud, ``points/obstacles``,
+``scan`` and ``depth/scale``, from a fixed scale and the mounting ground plane (KITTI's 1.65 m); the latency is
+then to the last of all of them.
+
 The graph, the camera, the collection of the outputs by stamp and the node process come from
 :mod:`dna_depth_ros.harness` (shared with the node tests and the bag demo); it confines DDS to loopback before
 rclpy starts. The DDS domain is ``ROS_DOMAIN_ID`` when set, else 65.
@@ -66,6 +71,15 @@ KITTI = REPO.parent / "shared" / "data" / "kitti_tiny" / "2011_09_26"
 K_KITTI = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
 DOMAIN_ID = int(os.environ.get("ROS_DOMAIN_ID") or 65)
 POLL = 0.001  # seconds between checks while waiting (arrival times are taken in the callbacks)
+
+# Output sets: node parameters and the topics a frame's latency waits for.
+OUTPUT_SETS = {
+    "default": ({}, DEFAULT_OUTPUTS),
+    "nav2": ({"scale.mode": "fixed", "scale.factor": 30.0, "scale.camera_height": 1.65,
+              "points.far_mode": "clearing", "publish.obstacles": True, "publish.scan": True,
+              "publish.scale": True},
+             DEFAULT_OUTPUTS + ("points/obstacles", "scan", "depth/scale")),
+}
 
 
 def load_frames(width: int, height: int) -> tuple[list[np.ndarray], np.ndarray, str]:
@@ -170,11 +184,12 @@ def untrained_checkpoint(weights: str, path: str) -> str:
     return path
 
 
-def node_in_process(weights, frames, K, args, bare: BareModel) -> dict:
+def node_in_process(weights, frames, K, args, bare: BareModel, output_set: str = "default") -> dict:
     ns = "/bench"
+    params, topics = OUTPUT_SETS[output_set]
     with Graph(domain_id=DOMAIN_ID, name="bench_tester", poll=POLL) as graph:
-        node = graph.start_node(ns, node_params(weights, args))
-        outputs = graph.collect_outputs(ns, DEFAULT_OUTPUTS, keep=0)
+        node = graph.start_node(ns, {**node_params(weights, args), **params})
+        outputs = graph.collect_outputs(ns, topics, keep=0)
         camera = graph.camera(ns)
         feed = Feed(graph, camera, frames, K, outputs)
         camera.wait_matched()
@@ -188,7 +203,7 @@ def node_in_process(weights, frames, K, args, bare: BareModel) -> dict:
         stage = {k: med_ms([x[k] for x in t]) for k in
                  ("convert", "preprocess", "inference", "postprocess", "outputs", "publish", "total")}
         overhead = [x["convert"] + x["outputs"] + x["publish"] for x in t]
-        result = {"backend_reason": node.estimator.backend_reason,
+        result = {"backend_reason": node.estimator.backend_reason, "outputs": list(topics), "params": params,
                   "bare_model_ms": med_ms(model), "bare_model_p90_ms": 1000 * float(np.percentile(model, 90)),
                   "latency_ms": med_ms(lat), "latencies_ms": [round(1000 * x, 1) for x in lat],
                   "latency_p90_ms": 1000 * float(np.percentile(lat, 90)),
@@ -265,6 +280,10 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=15, help="frames for the latency medians")
     ap.add_argument("--rate", type=float, default=30.0, help="camera rate of the drop test (Hz)")
     ap.add_argument("--rate-seconds", type=float, default=10.0)
+    ap.add_argument("--outputs", action="append", choices=sorted(OUTPUT_SETS), default=None,
+                    help="output set of the in-process run: default (depth/image, depth/camera_info, points) or "
+                         "nav2 (also the clearing cloud, points/obstacles, scan, depth/scale); repeat for both "
+                         "(default: default)")
     ap.add_argument("--no-process", action="store_true", help="skip the separate-process run")
     ap.add_argument("--backend", default="auto", help="the node's backend parameter (default auto)")
     ap.add_argument("--device", default="cpu", help="the node's device parameter and the bare call's (cpu, cuda)")
@@ -303,9 +322,13 @@ def main() -> int:
         for label, w in weight_sets:
             run = res["runs"][label] = {"weights": w if label != "untrained" else "untrained start (seed 0, bias -5)"}
             bare = BareModel(w, frames[0], args.device)
-            print(f"node in-process ({label}, {args.width}x{args.height}, CPU) ...", flush=True)
-            run["in_process"] = node_in_process(w, frames, K, args, bare)
-            print(json.dumps(run["in_process"]), flush=True)
+            sets = args.outputs or ["default"]
+            for output_set in sets:
+                print(f"node in-process ({label}, {args.width}x{args.height}, {args.device}, outputs {output_set}) "
+                      f"...", flush=True)
+                key = "in_process" if output_set == sets[0] else f"in_process_{output_set}"
+                run[key] = node_in_process(w, frames, K, args, bare, output_set)
+                print(json.dumps(run[key]), flush=True)
             if not args.no_process:
                 print("node as a separate process ...", flush=True)
                 run["process"] = node_process(w, frames, K, args)
@@ -328,7 +351,13 @@ def main() -> int:
                 "e2e_latency_process_ms": run.get("process", {}).get("latency_ms"),
                 "e2e_over_node_inference_process": run.get("process", {}).get("e2e_over_node_inference"),
                 "rate_test": n["rate_test"],
+                "outputs": sets[0],
             }
+            for output_set in sets[1:]:
+                m = run[f"in_process_{output_set}"]
+                run["summary"][f"ros_overhead_ms_{output_set}"] = m["ros_overhead_ms"]
+                run["summary"][f"ros_overhead_pct_of_inference_{output_set}"] = 100 * m["ros_overhead_ratio"]
+                run["summary"][f"stages_ms_{output_set}"] = m["stages_ms"]
             print(json.dumps(run["summary"], indent=1))
         first = next(iter(res["runs"].values()))
         res["in_process"], res["summary"] = first["in_process"], first["summary"]  # the first weight set's, as before

@@ -1,16 +1,19 @@
-"""``depth_node``: camera in; metric depth image, camera_info and an organised point cloud out.
+"""``depth_node``: camera in; metric depth image, camera_info, point clouds, a laser scan and the scale out.
 
 A thin rclpy shell around :class:`dna_depth_core.inference.DepthEstimator` (docs/ros.md has the full interface).
 
 Topics (set by remapping):
 
-- in: ``image`` (sensor_msgs/Image) or, with ``image_transport: compressed``, ``image/compressed``
-  (sensor_msgs/CompressedImage, jpeg/png); ``camera_info`` (sensor_msgs/CameraInfo).
-- out: ``depth`` (32FC1 metres, NaN invalid; or 16UC1 millimetres, 0 invalid), ``depth/camera_info``,
-  ``points`` (organised PointCloud2 in the optical frame, NaN invalid, is_dense false), ``depth/colored`` (rgb8),
-  ``/diagnostics``.
+- in: ``image`` (sensor_msgs/Image) or, with ``image_transport: compressed``, ``<image>/compressed`` where
+  ``<image>`` is what ``image`` resolves to (sensor_msgs/CompressedImage, jpeg/png); ``camera_info``
+  (sensor_msgs/CameraInfo); ``depth/scale/rearm`` (std_msgs/Empty: re-arm a frozen scale).
+- out: ``depth/image`` (32FC1 metres with the REP 117 values; or 16UC1 millimetres, 0 invalid),
+  ``depth/camera_info``, ``depth/colored`` (rgb8), ``depth/scale`` (DiagnosticArray), ``points`` (organised
+  PointCloud2 in the optical frame), ``points/obstacles``, ``points/ground``, ``scan`` (LaserScan),
+  ``rgb/image`` and ``rgb/camera_info`` (the input at the depth's resolution), ``/diagnostics``; see
+  :data:`~dna_depth_ros.outputs.OUTPUT_TOPICS`.
 
-Every output carries the input image's header (acquisition stamp and optical frame_id).
+Every output carries the input image's header (acquisition stamp; the optical frame_id except for the scan).
 
 :class:`DepthNode` is a plain node that configures and activates its :class:`~dna_depth_ros.runtime.DepthRuntime`
 (parameters, model, publishers, subscriptions, worker, diagnostics) when it is built;
@@ -37,7 +40,7 @@ class DepthNode(Node):
 
     Attributes: ``runtime`` (:class:`~dna_depth_ros.runtime.DepthRuntime`), ``params`` (name -> value),
     ``estimator``, ``stats`` (:class:`~dna_depth_ros.worker.NodeStats`), ``timings`` (per-frame stage times),
-    ``pub_depth``, ``pub_info``, ``pub_points``, ``pub_colored`` (None when disabled).
+    ``sub_image``, ``pub_depth``, ``pub_info``, ``pub_points``, ``pub_colored`` (None when disabled).
 
     Raises:
         NodeConfigError / FileNotFoundError / ValueError: a bad parameter or weights file (named in the message).
@@ -81,6 +84,11 @@ class DepthNode(Node):
     pub_info = property(lambda self: self._publisher("camera_info"))
     pub_points = property(lambda self: self._publisher("points"))
     pub_colored = property(lambda self: self._publisher("colored"))
+
+    @property
+    def sub_image(self):
+        """The camera image subscription (None while inactive)."""
+        return self.runtime.sub_image
 
     def has_subscribers(self) -> bool:
         """Whether any output has a subscriber (else frames are skipped before any work)."""

@@ -34,11 +34,12 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from dna_depth_ros import conversions as conv
 from dna_depth_ros.depth_node import DepthNode
+from dna_depth_ros import outputs as node_outputs
 
 __all__ = [
     "OUTPUT_TYPES",
@@ -55,14 +56,10 @@ __all__ = [
 ]
 
 # The node's output topics (relative to its namespace) and their message types.
-OUTPUT_TYPES: dict[str, type] = {
-    "depth": Image,
-    "depth/camera_info": CameraInfo,
-    "points": PointCloud2,
-    "depth/colored": Image,
-}
+OUTPUT_TYPES: dict[str, type] = {node_outputs.OUTPUT_TOPICS[name]: node_outputs.OUTPUT_TYPES[name]
+                                 for name in node_outputs.OUTPUT_TOPICS}
 # The outputs a default-configured node publishes for a frame with intrinsics.
-DEFAULT_OUTPUTS = ("depth", "depth/camera_info", "points")
+DEFAULT_OUTPUTS = ("depth/image", "depth/camera_info", "points")
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -161,10 +158,16 @@ class Graph:
         self.executor.add_node(node)
         return node
 
-    def start_node(self, namespace: str = "", params: dict | None = None) -> DepthNode:
-        """A :class:`DepthNode` in this process and graph, with ``params`` (name -> value) as overrides."""
+    def start_node(self, namespace: str = "", params: dict | None = None,
+                   remaps: dict | None = None) -> DepthNode:
+        """A :class:`DepthNode` in this process and graph, with ``params`` (name -> value) as overrides and
+        ``remaps`` (from -> to) as its remapping rules (``--ros-args -r from:=to``)."""
         overrides = [Parameter(name, value=value) for name, value in (params or {}).items()]
-        return self.add_node(DepthNode(context=self.context, namespace=namespace, parameter_overrides=overrides))
+        cli_args = None
+        if remaps:
+            cli_args = ["--ros-args"] + [a for k, v in remaps.items() for a in ("-r", f"{k}:={v}")]
+        return self.add_node(DepthNode(context=self.context, namespace=namespace, parameter_overrides=overrides,
+                                       cli_args=cli_args))
 
     # -- publishing -----------------------------------------------------------------------------------------
     def publisher(self, topic: str, msg_type, reliable: bool = True):

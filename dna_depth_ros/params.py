@@ -20,9 +20,9 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
-from dna_depth_core.backends import list_backends
+from dna_depth_core.backends import PRECISIONS, list_backends
 from dna_depth_core.camera import INTRINSICS_SOURCES
-from dna_depth_core.inference import OUTPUT_MODES, RESIZE_MODES, SCALE_MODES
+from dna_depth_core.inference import FAR_MODES, OUTPUT_MODES, RESIZE_MODES, SCALE_MODES
 from dna_depth_core.ros_images import DEPTH_ENCODINGS
 
 __all__ = ["NODE_NAME", "PARAMETERS", "SPECS", "NodeConfigError", "ParamSpec", "check_params", "declare_parameters",
@@ -46,6 +46,7 @@ class ParamSpec:
 
 
 RELIABILITY = ("reliable", "best_effort")
+GROUND_PLANES = ("auto", "fit", "mounting")
 DURABILITY = ("volatile", "transient_local")
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -54,10 +55,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "stops the node at start with an error naming it."),
     ParamSpec("device", "auto", "Inference device: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N."),
     ParamSpec("fp16", False, "Half-precision inference on CUDA (ignored on the CPU)."),
-    ParamSpec("backend", "auto", "Inference backend: auto (onnxruntime on the CPU, where it is fastest at fp32 "
-              "accuracy; torch on CUDA), torch or onnxruntime (which also takes an exported .onnx as weights, "
-              "fp32 or int8 from `dna-depth export-onnx --int8`).",
-              choices=tuple(list_backends())),
+    ParamSpec("backend", "auto", "Inference backend: auto (by the device, the model file, the CPU's ISA and the "
+              "runtimes installed; the node logs what it picked and why: torch on CUDA; on the CPU OpenVINO bf16 "
+              "where the CPU has native bf16 and the model passed the accuracy guard, else fp32 on the runtime "
+              "measured faster for the ISA), torch, onnxruntime (also an exported .onnx as weights, fp32 or int8) "
+              "or openvino (also an OpenVINO IR .xml).", choices=tuple(list_backends())),
+    ParamSpec("precision", "auto", "Numeric precision: auto (the model file's own; bf16 only where the CPU computes "
+              "it natively and the guard passed), fp32, bf16 (needs native bf16: avx512_bf16 or AMX) or int8 "
+              "(needs an int8 model file from `dna-depth export-onnx --int8`).", choices=PRECISIONS),
     ParamSpec("input_height", 0, "Network input height in pixels, a multiple of 32; 0 = the checkpoint's.",
               int_range=(0, 4096)),
     ParamSpec("input_width", 0, "Network input width in pixels, a multiple of 32; 0 = the checkpoint's.",
@@ -65,24 +70,37 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("resize_mode", "stretch", "How the image reaches the network's size: stretch (resize the whole "
               "image) or crop (centre-crop to the network's aspect ratio, then resize; with output_resolution "
               "input the depth outside the crop is invalid).", choices=RESIZE_MODES),
-    ParamSpec("output_resolution", "input", "Resolution of depth, depth/camera_info and points: input (the "
-              "camera's) or network (the network's input size; cheaper).", choices=OUTPUT_MODES),
+    ParamSpec("output_resolution", "input", "Resolution of every output (depth/image, depth/camera_info, the "
+              "clouds, the scan, rgb/image): input (the camera's) or network (the network's input size; cheaper).",
+              choices=OUTPUT_MODES),
     # Metric scale
     ParamSpec("scale.mode", "none", "Metric scale: none (relative depth, not metres), fixed (scale.factor from "
               "calibration) or camera_height (ground-plane fit against scale.camera_height).", choices=SCALE_MODES),
     ParamSpec("scale.factor", 1.0, "Depth multiplier for scale.mode fixed; in camera_height mode the factor used "
               "until the first ground-plane fit.", float_range=(1e-6, 1e6), dynamic=True),
     ParamSpec("scale.camera_height", 0.0, "Camera mounting height above the ground in metres (camera_height "
-              "mode).", float_range=(0.0, 100.0), dynamic=True),
+              "mode; also the height of the mounting ground plane, ground.plane).", float_range=(0.0, 100.0),
+              dynamic=True),
     ParamSpec("scale.ground_roi", [0.55, 1.0, 0.1, 0.9], "Ground region for the plane fit, as fractions of the "
               "image: [top, bottom, left, right].", dynamic=True),
     ParamSpec("scale.max_tilt_deg", 25.0, "Largest angle between the ground normal and the camera's y axis "
               "(optical frame, down) that a plane fit accepts.", float_range=(1.0, 89.0), dynamic=True),
     ParamSpec("scale.smoothing", 0.1, "Weight of each new frame in the exponential smoothing of the log-scale "
               "(1 = no smoothing).", float_range=(0.001, 1.0), dynamic=True),
+    ParamSpec("scale.converge_frames", 10, "The camera_height scale has converged when this many consecutive "
+              "ground-fit measurements lie within scale.converge_tolerance of their median.", int_range=(2, 10000)),
+    ParamSpec("scale.converge_tolerance", 0.05, "Largest relative deviation from the median for convergence "
+              "(0.05 = 5 %).", float_range=(0.001, 0.5)),
+    ParamSpec("scale.freeze", False, "Freeze the camera_height scale at the median of the convergence window the "
+              "first time it converges, and keep it constant (for SLAM). Re-arm with a message on "
+              "'depth/scale/rearm'."),
+    ParamSpec("scale.withhold", False, "Publish no depth, clouds, scan or image until the scale is metric (the "
+              "first ground fit in camera_height mode; with scale.freeze, until it is frozen). depth/scale is "
+              "always published."),
     # Input
     ParamSpec("image_transport", "raw", "raw: subscribe to 'image' (sensor_msgs/Image); compressed: subscribe to "
-              "'image/compressed' (sensor_msgs/CompressedImage, jpeg or png).", choices=("raw", "compressed")),
+              "'<image>/compressed' (sensor_msgs/CompressedImage, jpeg or png), where <image> is the name 'image' "
+              "resolves to (with the node's namespace and remappings).", choices=("raw", "compressed")),
     ParamSpec("max_input_pixels", 4096 * 2160, "Largest camera image (width x height) processed at its own "
               "resolution; a larger one is downscaled by the smallest integer factor that fits, while it is decoded "
               "(before any full-resolution float work; a JPEG is decoded at 1/2, 1/4 or 1/8 scale), and its "
@@ -100,21 +118,70 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("intrinsics.height", 0, "Image height the fallback intrinsics refer to (0 = the incoming image's).",
               int_range=(0, 100000), dynamic=True),
     # Outputs
-    ParamSpec("publish.depth", True, "Publish 'depth'.", dynamic=True),
-    ParamSpec("publish.camera_info", True, "Publish 'depth/camera_info'.", dynamic=True),
+    ParamSpec("publish.depth", True, "Publish 'depth/image'.", dynamic=True),
+    ParamSpec("publish.camera_info", True, "Publish 'depth/camera_info' (needs intrinsics).", dynamic=True),
     ParamSpec("publish.points", True, "Publish 'points' (needs intrinsics).", dynamic=True),
     ParamSpec("publish.colored", False, "Publish 'depth/colored' (rgb8, for viewing).", dynamic=True),
-    ParamSpec("depth.encoding", "32FC1", "32FC1: metres, NaN invalid (REP 118). 16UC1: millimetres, 0 invalid "
-              "(REP 117).", choices=DEPTH_ENCODINGS, dynamic=True),
-    ParamSpec("depth.max_range", 0.0, "Depth beyond this many metres is published as invalid (0 = no limit).",
+    ParamSpec("publish.obstacles", False, "Publish 'points/obstacles': the points inside the obstacle band "
+              "(ground.min_height .. ground.max_height above the ground plane). Needs a metric scale.mode and a "
+              "ground plane (ground.plane).", dynamic=True),
+    ParamSpec("publish.ground", False, "Publish 'points/ground': the points within ground.min_height of the ground "
+              "plane. Needs a metric scale.mode and a ground plane.", dynamic=True),
+    ParamSpec("publish.scan", False, "Publish 'scan' (sensor_msgs/LaserScan): the obstacle band's nearest point "
+              "per bearing, in the camera's levelled frame (scan.frame_id). Needs a metric scale.mode and a ground "
+              "plane.", dynamic=True),
+    ParamSpec("publish.scale", True, "Publish 'depth/scale' (diagnostic_msgs/DiagnosticArray stamped like the "
+              "frame): the scale's value and state (mode, metric, converged, frozen, withheld, counters).",
+              dynamic=True),
+    ParamSpec("publish.rgb", False, "Republish the input image at the depth's resolution with the same header on "
+              "'rgb/image' (rgb8), and its intrinsics on 'rgb/camera_info', so RGB-D SLAM (RTAB-Map) pairs "
+              "image, depth and camera_info by exact stamp.", dynamic=True),
+    ParamSpec("depth.encoding", "32FC1", "32FC1: metres with the REP 117 values (+inf beyond depth.max_range, "
+              "-inf nearer than depth.min_range, NaN where there is no measurement). 16UC1: millimetres, 0 for "
+              "every invalid pixel (REP 118).", choices=DEPTH_ENCODINGS, dynamic=True),
+    ParamSpec("depth.min_range", 0.0, "Depth nearer than this many metres is -inf in 32FC1, 0 in 16UC1 "
+              "(0 = no minimum).", float_range=(0.0, 1e6), dynamic=True),
+    ParamSpec("depth.max_range", 0.0, "Depth beyond this many metres is +inf in 32FC1, 0 in 16UC1 "
+              "(0 = no limit).", float_range=(0.0, 1e6), dynamic=True),
+    ParamSpec("points.decimation", 1, "Keep every n-th row and column of the depth for the clouds (points, "
+              "points/obstacles, points/ground) and the scan.", int_range=(1, 64), dynamic=True),
+    ParamSpec("points.xyzrgb", False, "Add the camera colour to 'points' (field rgb, PCL packing).", dynamic=True),
+    ParamSpec("points.min_range", 0.0, "Points nearer than this many metres from the camera (Euclidean) are -inf "
+              "along their ray (0 = no minimum).", float_range=(0.0, 1e6), dynamic=True),
+    ParamSpec("points.max_range", 8.0, "Points farther than this many metres from the camera (Euclidean) are far: "
+              "see points.far_mode (0 = no limit). Nav2's guidance for learned depth is about 8 m. The obstacle "
+              "and ground clouds keep only points within points.min_range .. points.max_range.",
               float_range=(0.0, 1e6), dynamic=True),
-    ParamSpec("points.decimation", 1, "Keep every n-th row and column of the organised cloud.",
-              int_range=(1, 64), dynamic=True),
-    ParamSpec("points.xyzrgb", False, "Add the camera colour to the cloud (field rgb, PCL packing).",
+    ParamSpec("points.far_mode", "inf", "Far points (beyond points.max_range, the sky included) in 'points': inf "
+              "(+inf along their ray, REP 117) or clearing (a point points.clearing_distance metres along their "
+              "ray, so a costmap raytraces free space through them and clears stale obstacles).",
+              choices=FAR_MODES, dynamic=True),
+    ParamSpec("points.clearing_distance", 0.0, "Length of a clearing ray in metres (points.far_mode clearing; "
+              "0 = points.max_range). Keep the costmap's obstacle_max_range below it and its raytrace_max_range "
+              "at it.", float_range=(0.0, 1e6), dynamic=True),
+    # Ground-aware outputs
+    ParamSpec("ground.plane", "auto", "Ground plane of points/obstacles, points/ground and scan: fit (the "
+              "ground-plane fit of scale.mode camera_height), mounting (scale.camera_height below the camera, "
+              "pitched by ground.pitch_deg and rolled by ground.roll_deg) or auto (the fit in camera_height mode, "
+              "the mounting plane until the first fit; the mounting plane otherwise).", choices=GROUND_PLANES,
               dynamic=True),
-    ParamSpec("points.max_range", 8.0, "Points farther than this many metres from the camera (Euclidean) are NaN "
-              "(0 = no limit). Nav2's guidance for learned depth is about 8 m.", float_range=(0.0, 1e6),
-              dynamic=True),
+    ParamSpec("ground.pitch_deg", 0.0, "Camera pitch for the mounting plane, degrees, positive looking down.",
+              float_range=(-89.0, 89.0), dynamic=True),
+    ParamSpec("ground.roll_deg", 0.0, "Camera roll about its optical axis for the mounting plane, degrees.",
+              float_range=(-89.0, 89.0), dynamic=True),
+    ParamSpec("ground.min_height", 0.1, "Bottom of the obstacle band, metres above the ground; points within it of "
+              "the ground plane (either side) are ground.", float_range=(0.0, 100.0), dynamic=True),
+    ParamSpec("ground.max_height", 2.0, "Top of the obstacle band, metres above the ground.",
+              float_range=(0.0, 100.0), dynamic=True),
+    ParamSpec("scan.frame_id", "", "frame_id of 'scan': a frame at the camera's optical centre with x forward, "
+              "y left, z up, levelled with the ground. Empty: the image's frame_id without '_optical' (e.g. "
+              "camera_color_optical_frame -> camera_color_frame), right for a camera mounted level.", dynamic=True),
+    ParamSpec("scan.range_min", 0.1, "range_min of 'scan' (horizontal metres); nearer obstacles only: -inf.",
+              float_range=(0.0, 1e6), dynamic=True),
+    ParamSpec("scan.range_max", 8.0, "range_max of 'scan' (horizontal metres); no obstacle nearer: +inf.",
+              float_range=(0.0, 1e6), dynamic=True),
+    ParamSpec("scan.beams", 0, "Number of beams of 'scan' (0 = one per pixel width at the image centre).",
+              int_range=(0, 100000), dynamic=True),
     ParamSpec("colored.max_depth", 0.0, "Depth at the far end of the colour map in metres (0 = per-frame "
               "percentiles).", dynamic=True),
     # QoS
@@ -231,8 +298,42 @@ def check_params(p: dict) -> None:
     for name in ("intrinsics.fx", "intrinsics.fy"):
         if p[name] < 0:
             raise NodeConfigError(f"parameter '{name}': {p[name]} is negative (0 = no fallback intrinsics)")
+    _check_ranges(p)
     for name in ("input_height", "input_width"):
         if p[name] % 32:
             raise NodeConfigError(f"parameter '{name}': {p[name]} is not a multiple of 32")
     if bool(p["input_height"]) != bool(p["input_width"]):
         raise NodeConfigError("parameters 'input_height' and 'input_width' must both be set or both be 0")
+
+
+GROUND_OUTPUTS = ("publish.obstacles", "publish.ground", "publish.scan")
+
+
+def _check_ranges(p: dict) -> None:
+    """The output ranges and the ground-aware outputs' requirements."""
+    for lo, hi in (("depth.min_range", "depth.max_range"), ("points.min_range", "points.max_range")):
+        if p[hi] > 0 and p[lo] >= p[hi]:
+            raise NodeConfigError(f"parameter '{lo}' ({p[lo]}) must be smaller than '{hi}' ({p[hi]})")
+    if p["points.far_mode"] == "clearing" and not p["points.max_range"] > 0:
+        raise NodeConfigError("parameter 'points.far_mode' clearing needs 'points.max_range' > 0 (the far points "
+                              "are those beyond it)")
+    if p["ground.min_height"] >= p["ground.max_height"]:
+        raise NodeConfigError(f"parameter 'ground.min_height' ({p['ground.min_height']}) must be smaller than "
+                              f"'ground.max_height' ({p['ground.max_height']})")
+    if p["scan.range_min"] >= p["scan.range_max"]:
+        raise NodeConfigError(f"parameter 'scan.range_min' ({p['scan.range_min']}) must be smaller than "
+                              f"'scan.range_max' ({p['scan.range_max']})")
+    wanted = [name for name in GROUND_OUTPUTS if p[name]]
+    if not wanted:
+        return
+    if p["scale.mode"] == "none":
+        raise NodeConfigError(f"parameters {', '.join(wanted)}: the ground-aware outputs need metric depth; set "
+                              f"scale.mode to fixed or camera_height")
+    fit = p["scale.mode"] == "camera_height"
+    mounting = p["scale.camera_height"] > 0
+    plane = p["ground.plane"]
+    if (plane == "fit" and not fit) or (plane == "mounting" and not mounting) or (plane == "auto" and not
+                                                                                  (fit or mounting)):
+        raise NodeConfigError(f"parameters {', '.join(wanted)}: no ground plane: ground.plane '{plane}' needs "
+                              + ("scale.mode camera_height" if plane == "fit" else "scale.camera_height > 0"
+                                 if plane == "mounting" else "scale.mode camera_height or scale.camera_height > 0"))

@@ -82,7 +82,7 @@ class FramePipeline:
 
         res = self.estimator.predict(rgb, K)
         t2 = time.perf_counter()
-        msgs = self.outputs.build(res.depth, res.K, rgb, header)
+        msgs = self.outputs.build(res, rgb, header)
         t3 = time.perf_counter()
         self.outputs.publish(msgs)
         t4 = time.perf_counter()

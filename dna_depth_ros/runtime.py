@@ -33,6 +33,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Empty
 
 from dna_depth_core.inference import DepthEstimator
 
@@ -50,6 +51,16 @@ __all__ = ["DepthRuntime", "apply_scale_parameter"]
 _TYPE_NAMES = {Image: "sensor_msgs/msg/Image", CompressedImage: "sensor_msgs/msg/CompressedImage"}
 
 
+def _backend_name(estimator: DepthEstimator) -> str:
+    return str(getattr(estimator.backend, "name", type(estimator.backend).__name__))
+
+
+def compressed_topic(node) -> str:
+    """image_transport's rule: the compressed stream of an image topic is ``<resolved image>/compressed``, so a
+    remapping of ``image`` moves it too."""
+    return node.resolve_topic_name("image") + "/compressed"
+
+
 def build_estimator(p: dict) -> DepthEstimator:
     """The estimator the parameters ``p`` describe (raises on a bad weights path, device or size)."""
     return DepthEstimator(
@@ -60,22 +71,25 @@ def build_estimator(p: dict) -> DepthEstimator:
         camera_height=p["scale.camera_height"] if p["scale.mode"] == "camera_height" else None,
         ground={"roi": tuple(float(v) for v in p["scale.ground_roi"]), "max_tilt_deg": p["scale.max_tilt_deg"],
                 "smoothing": p["scale.smoothing"]},
+        converge_frames=p["scale.converge_frames"], converge_tolerance=p["scale.converge_tolerance"],
+        freeze_scale=p["scale.freeze"], withhold=p["scale.withhold"], precision=p["precision"],
     )
 
 
 def apply_scale_parameter(estimator: DepthEstimator, name: str, value) -> None:
     """Apply a changed ``scale.*`` parameter to a running estimator: the factor at once; the camera height
-    restarts the ground-plane filter; the ground region, tilt limit and smoothing apply from the next fit. The
-    ground-plane ones do nothing unless scale.mode is camera_height (they are kept for a restart)."""
+    restarts the ground-plane filter (and a frozen scale's convergence); the ground region, tilt limit and
+    smoothing apply from the next fit. The ground-plane ones do nothing unless scale.mode is camera_height (they
+    are kept for a restart; the mounting plane of the ground-aware outputs reads the height for every frame)."""
+    tracker = estimator.scale_tracker
     if name == "scale.factor":
-        estimator.scale_factor = float(value)
+        tracker.set_factor(float(value))
         return
     ground = estimator.ground
     if ground is None:
         return
     if name == "scale.camera_height":
-        ground.camera_height = float(value)
-        ground.reset()
+        tracker.set_camera_height(float(value))
     elif name == "scale.ground_roi":
         ground.roi = tuple(float(v) for v in value)
     elif name == "scale.max_tilt_deg":
@@ -113,6 +127,7 @@ class DepthRuntime:
         self.pipeline: FramePipeline | None = None
         self.sub_image = None
         self.sub_info = None
+        self.sub_rearm = None
         self._diag_pub = None
         self._diag_timer = None
         self._monitor: DiagnosticsMonitor | None = None
@@ -156,10 +171,11 @@ class DepthRuntime:
             self.intrinsics = IntrinsicsStore(p["intrinsics_source"], fallback_intrinsics(p), self.tlog)
             out_qos = qos_profile(p["qos.output.reliability"], p["qos.output.depth"], p["qos.output.durability"])
             self.outputs = Outputs(lambda msg_type, topic: self._create_publisher(msg_type, topic, out_qos),
-                                   self._destroy_publisher, p, self.estimator.resize)
+                                   self._destroy_publisher, p, self.estimator.resize, self.tlog)
             self.pipeline = FramePipeline(self.estimator, self.intrinsics, self.outputs, p, self.tlog, self.timings)
             in_qos = qos_profile(p["qos.input.reliability"], p["qos.input.depth"])
             self.sub_info = self.node.create_subscription(CameraInfo, "camera_info", self.intrinsics.add, in_qos)
+            self.sub_rearm = self.node.create_subscription(Empty, "depth/scale/rearm", self._rearm_scale, 10)
             if p["diagnostics.period"] > 0:
                 self._monitor = DiagnosticsMonitor(p["diagnostics.falling_behind"], p["diagnostics.no_frames_sec"])
                 self._diag_pub = self.node.create_publisher(
@@ -176,8 +192,17 @@ class DepthRuntime:
         if not published:
             self.log.warning("every publish.* parameter is false: the node will not compute anything")
         if p["scale.mode"] == "none":
-            self.log.warning("scale.mode is 'none': 'depth' and 'points' are RELATIVE (up to an unknown scale), "
-                             "not metres. Set scale.mode to fixed or camera_height for metric output.")
+            self.log.warning("scale.mode is 'none': 'depth/image' and 'points' are RELATIVE (up to an unknown "
+                             "scale), not metres. Set scale.mode to fixed or camera_height for metric output.")
+        if p["scale.freeze"] and p["scale.mode"] != "camera_height":
+            self.log.warning(f"scale.freeze applies to scale.mode camera_height; with '{p['scale.mode']}' the scale "
+                             f"is constant anyway")
+
+    def _rearm_scale(self, _msg) -> None:
+        """``depth/scale/rearm``: unfreeze the scale and wait for it to converge (and freeze) again."""
+        if self.estimator is not None:
+            self.estimator.rearm_scale()
+            self.log.info("scale re-armed: waiting for a new convergence")
 
     def activate(self) -> None:
         """Start the worker and subscribe to the camera image."""
@@ -185,8 +210,8 @@ class DepthRuntime:
         self.worker.start()
         in_qos = qos_profile(p["qos.input.reliability"], p["qos.input.depth"])
         if p["image_transport"] == "compressed":
-            self.sub_image = self.node.create_subscription(CompressedImage, "image/compressed", self.worker.offer,
-                                                           in_qos)
+            self.sub_image = self.node.create_subscription(CompressedImage, compressed_topic(self.node),
+                                                           self.worker.offer, in_qos)
         else:
             self.sub_image = self.node.create_subscription(Image, "image", self.worker.offer, in_qos)
         self._active_since = time.monotonic()
@@ -224,6 +249,9 @@ class DepthRuntime:
         if self.sub_info is not None:
             self.node.destroy_subscription(self.sub_info)
             self.sub_info = None
+        if self.sub_rearm is not None:
+            self.node.destroy_subscription(self.sub_rearm)
+            self.sub_rearm = None
         if self.outputs is not None:
             self.outputs.close()
         self.pipeline = self.outputs = self.intrinsics = None
@@ -282,7 +310,8 @@ class DepthRuntime:
         now = time.monotonic()
         msg_type = CompressedImage if p["image_transport"] == "compressed" else Image
         topic = (self.sub_image.topic_name if self.sub_image is not None
-                 else self.node.resolve_topic_name("image/compressed" if msg_type is CompressedImage else "image"))
+                 else compressed_topic(self.node) if msg_type is CompressedImage
+                 else self.node.resolve_topic_name("image"))
         publishers = [(info.node_name, info.topic_type,
                        "reliable" if info.qos_profile.reliability == ReliabilityPolicy.RELIABLE else "best_effort")
                       for info in self.node.get_publishers_info_by_topic(topic)]
@@ -319,7 +348,7 @@ class DepthRuntime:
             camera_info_received=store.received if store is not None else 0,
             camera_info_rejected=store.rejected if store is not None else 0,
             camera_info_problems=new_problems, intrinsics=intrinsics, scale=scale,
-            backend=est.backend.name if est is not None else "-", device=str(est.device) if est is not None else "-",
+            backend=_backend_name(est) if est is not None else "-", device=str(est.device) if est is not None else "-",
             model=str(getattr(est.config, "name", "?")) if est is not None else "-")
 
     def publish_diagnostics(self) -> None:
@@ -327,6 +356,12 @@ class DepthRuntime:
         WARN reason once when it appears."""
         if self._monitor is None or self._diag_pub is None:
             return
+        try:
+            self._publish_diagnostics()
+        except Exception as exc:  # a timer callback that raises would stop the executor: log it and keep serving
+            self.tlog.log("error", "diagnostics_failed", f"/diagnostics report failed: {type(exc).__name__}: {exc}")
+
+    def _publish_diagnostics(self) -> None:
         report = self._monitor.update(self.diagnostic_inputs())
         self.last_report = report
         warned = set()
@@ -339,6 +374,6 @@ class DepthRuntime:
                     self.log.warning(text)
         self._diag_warned = warned
         est = self.estimator
-        hardware = f"{est.backend.name} on {est.device}" if est is not None else "-"
+        hardware = f"{_backend_name(est)} on {est.device}" if est is not None else "-"
         self._diag_pub.publish(to_message(report, f"{self.node.get_fully_qualified_name()}: depth estimation", hardware,
                                           self.node.get_clock().now().to_msg()))

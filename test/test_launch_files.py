@@ -78,6 +78,29 @@ def _resolve_path_join(expr, declared_defaults):
     return share.args[0].value, "/".join(p.value for p in parts[1:])
 
 
+def _arg_name(expr):
+    """The launch argument of a ``LaunchConfiguration("name")``."""
+    assert isinstance(expr, ast.Call) and _call_name(expr) == "LaunchConfiguration", ast.dump(expr)
+    return expr.args[0].value
+
+
+# Every topic of the node, and what the launch files remap it to: inputs by their own argument, outputs under the
+# namespace argument they belong to (image_transport's sibling rule keeps <ns>/image beside <ns>/camera_info).
+EXPECTED_REMAPS = {
+    "image": "$(image)", "camera_info": "$(camera_info)",
+    "depth/image": "$(depth)/image", "depth/camera_info": "$(depth)/camera_info",
+    "depth/colored": "$(depth)/colored", "depth/scale": "$(depth)/scale",
+    "points": "$(points)", "points/obstacles": "$(points)/obstacles", "points/ground": "$(points)/ground",
+    "scan": "$(scan)", "rgb/image": "$(rgb)/image", "rgb/camera_info": "$(rgb)/camera_info",
+}
+
+
+def _check_remaps(remaps):
+    assert remaps == EXPECTED_REMAPS
+    # Compressed input follows the remapped image (<image>/compressed): no remapping of its own.
+    assert "image/compressed" not in remaps
+
+
 def test_python_launch_file(py_launch):
     tree, calls = py_launch
     imported = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
@@ -124,8 +147,13 @@ def test_python_launch_file(py_launch):
     # weights are passed on top of the YAML
     assert isinstance(params[1], ast.Dict) and [k.value for k in params[1].keys] == ["weights"]
 
-    remaps = {r.elts[0].value for r in value(_kw(node, "remappings")).elts}
-    assert {"image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points"} <= remaps
+    remaps = {}
+    for r in value(_kw(node, "remappings")).elts:
+        to = r.elts[1]
+        parts = to.elts if isinstance(to, ast.List) else [to]
+        remaps[r.elts[0].value] = "".join(p.value if isinstance(p, ast.Constant) else "$(" + _arg_name(p) + ")"
+                                          for p in parts)
+    _check_remaps(remaps)
 
 
 def test_xml_launch_file(py_launch):
@@ -144,15 +172,17 @@ def test_xml_launch_file(py_launch):
     assert used <= set(args), f"undeclared launch arguments: {used - set(args)}"
     m = re.fullmatch(r"\$\(find-pkg-share ([a-z_]+)\)/(.+)", args["params_file"])
     assert m and m.group(1) == _package_name() and (REPO / m.group(2)).is_file()
+    def xml_remaps(element):
+        return {r.get("from"): re.sub(r"\$\(var ([a-z_]+)\)", r"$(\1)", r.get("to")) for r in element.findall("remap")}
+
     for element in (node, lifecycle):
         assert element.get("pkg") == _package_name()
         assert element.get("name") == depth_node.NODE_NAME
         param_from = [p.get("from") for p in element.findall("param") if p.get("from")]
         assert param_from == ["$(var params_file)"]
         assert [p.get("name") for p in element.findall("param") if p.get("name")] == ["weights"]
-        remaps = {r.get("from"): r.get("to") for r in element.findall("remap")}
-        assert {"image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points"} <= set(remaps)
-        assert remaps == {r.get("from"): r.get("to") for r in node.findall("remap")}
+        _check_remaps(xml_remaps(element))
+        assert xml_remaps(element) == xml_remaps(node)
     assert "launch/*.launch.xml" in _installed_data_globs()
 
     # Both launch files take the same arguments.
@@ -194,9 +224,35 @@ def test_parameters_are_documented():
     for spec in PARAMETERS:
         assert f"`{spec.name}`" in docs, f"docs/ros.md does not document {spec.name}"
         assert spec.description, spec.name
-    for topic in ("image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points",
-                  "depth/colored"):
-        assert f"`{topic}`" in docs
+    from dna_depth_ros.outputs import OUTPUT_TOPICS
+
+    for topic in ("image", "<image>/compressed", "camera_info", "depth/scale/rearm", *OUTPUT_TOPICS.values()):
+        assert f"| `{topic}` |" in docs, f"docs/ros.md's topic table does not list {topic}"
     assert NAV2_EXAMPLE.is_file()
     nav2 = yaml.safe_load(NAV2_EXAMPLE.read_text())
     assert "local_costmap" in nav2
+
+
+def test_nav2_example_marks_and_clears_with_the_node_ranges():
+    """The Nav2 example keeps clearing points (source heights wide), marks only above the floor (layer-level
+    min_obstacle_height), never marks a clearing point (obstacle_max_range below the clearing distance) and
+    raytraces up to it; the scan layer turns +inf into clearing rays up to scan.range_max."""
+    from dna_depth_ros.params import PARAMETERS
+
+    defaults = {s.name: s.default for s in PARAMETERS}
+    clearing = defaults["points.clearing_distance"] or defaults["points.max_range"]
+    nav2 = yaml.safe_load(NAV2_EXAMPLE.read_text())
+    voxel = nav2["local_costmap"]["local_costmap"]["ros__parameters"]["voxel_layer"]
+    source = voxel[voxel["observation_sources"]]
+    assert source["data_type"] == "PointCloud2" and source["marking"] and source["clearing"]
+    assert voxel["min_obstacle_height"] == pytest.approx(defaults["ground.min_height"])
+    assert source["min_obstacle_height"] < 0 < voxel["min_obstacle_height"]
+    assert source["max_obstacle_height"] > voxel["max_obstacle_height"]
+    assert source["obstacle_max_range"] < clearing <= source["raytrace_max_range"]
+    assert source["raytrace_max_range"] == pytest.approx(clearing)
+
+    obstacle = nav2["global_costmap"]["global_costmap"]["ros__parameters"]["obstacle_layer"]
+    scan = obstacle[obstacle["observation_sources"]]
+    assert scan["data_type"] == "LaserScan" and scan["marking"] and scan["clearing"] and scan["inf_is_valid"]
+    assert scan["raytrace_max_range"] == pytest.approx(defaults["scan.range_max"])
+    assert scan["obstacle_max_range"] <= defaults["scan.range_max"]

@@ -41,7 +41,7 @@ def test_reliable_and_best_effort_cameras_deliver_95_percent(checkpoint, kitti):
                         domain_id=DOMAIN_ID, env={"FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE)}) as node:
         graph.tester.create_subscription(DiagnosticArray, "/diagnostics", lambda m: reports.extend(
             {v.key: v.value for v in s.values} for s in m.status if s.name.startswith("/deliv/dna_depth")), 10)
-        graph.collect("/deliv/depth", keep=0,
+        graph.collect("/deliv/depth/image", keep=0,
                       qos=QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
 
         def received():

@@ -14,7 +14,7 @@ from sensor_msgs.msg import CameraInfo
 from dna_depth_core.camera import resize_K
 from dna_depth_ros.diagnostics import ERROR, OK, WARN, CameraLink, DiagnosticsMonitor, Inputs, to_message
 from dna_depth_ros.intrinsics import IntrinsicsStore
-from dna_depth_ros.outputs import OUTPUTS, Outputs
+from dna_depth_ros.outputs import OUTPUT_TOPICS, Outputs
 from dna_depth_ros.params import PARAMETERS, SPECS, NodeConfigError, check_params, refuse_change
 from dna_depth_ros.throttle import ThrottledLogger, WarningsToLogger
 
@@ -246,14 +246,16 @@ def test_outputs_create_and_destroy_publishers_as_publish_parameters_change():
 
     params = _defaults()
     outputs = Outputs(lambda msg_type, topic: made.append(topic) or Pub(topic), gone.append, params, "stretch")
-    assert made == ["depth", "depth/camera_info", "points"]  # publish.colored is false by default
+    # publish.colored, .obstacles, .ground, .scan and .rgb are false by default
+    assert made == ["depth/image", "depth/camera_info", "depth/scale", "points"]
     params["publish.colored"], params["publish.points"] = True, False
     assert sorted(outputs.sync()) == ["colored", "points"]
     assert made[-1] == "depth/colored" and [p.topic_name for p in gone] == ["points"]
     # A message built for a publisher destroyed since is not sent.
     points = gone[0]
     outputs.publish([(points, "cloud"), (outputs.publishers["depth"], "depth")])
-    assert made[-1] == ("sent", "depth", "depth") and ("sent", "points", "cloud") not in made
+    assert made[-1] == ("sent", "depth/image", "depth") and ("sent", "points", "cloud") not in made
     outputs.close()
-    assert outputs.enabled == [] and len(gone) == 4
-    assert set(OUTPUTS) == {"depth", "camera_info", "points", "colored"}
+    assert outputs.enabled == [] and len(gone) == 5
+    assert set(OUTPUT_TOPICS) == {"depth", "camera_info", "colored", "scale", "points", "obstacles", "ground", "scan",
+                                  "rgb", "rgb_info"}

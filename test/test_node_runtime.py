@@ -46,7 +46,7 @@ def _call(graph, client, request, timeout=60.0):
 
 
 def _collect_all(graph, ns):
-    graph.collect(f"{ns}/depth", Image)
+    graph.collect(f"{ns}/depth/image", Image)
     graph.collect(f"{ns}/depth/camera_info", CameraInfo)
     graph.collect(f"{ns}/points", PointCloud2)
 
@@ -83,7 +83,7 @@ def test_lifecycle_node_through_its_services(graph, checkpoint, kitti, tmp_path)
     # Inactive: the model is loaded, the image is not subscribed, nothing is published.
     time.sleep(1.0)
     assert camera.image.get_subscription_count() == 0 and camera.info.get_subscription_count() == 1
-    assert graph.tester.count_publishers(f"{ns}/depth") == 1
+    assert graph.tester.count_publishers(f"{ns}/depth/image") == 1
     assert node.runtime.last_report is not None and node.runtime.last_report.message.startswith("inactive")
 
     for round_ in range(2):  # activate -> frames -> deactivate, twice: the model stays loaded in between
@@ -93,7 +93,7 @@ def test_lifecycle_node_through_its_services(graph, checkpoint, kitti, tmp_path)
         camera.wait_matched()
         graph.wait_for(node.runtime.has_subscribers, what="the node's subscribers")
         stamp = graph.send_until_answered(lambda: _send(camera, kitti, 10 * round_ + len(camera.sent)),
-                                          [f"{ns}/depth", f"{ns}/points"], timeout=60.0, every=5.0)
+                                          [f"{ns}/depth/image", f"{ns}/points"], timeout=60.0, every=5.0)
         _check_outputs(graph, ns, stamp, kitti["K"], kitti["size"], max_range=8.0)
         assert transition(Transition.TRANSITION_DEACTIVATE)
         assert state() == State.PRIMARY_STATE_INACTIVE
@@ -107,7 +107,7 @@ def test_lifecycle_node_through_its_services(graph, checkpoint, kitti, tmp_path)
     # Cleanup frees the model and the publishers; configure again loads it.
     assert transition(Transition.TRANSITION_CLEANUP)
     assert state() == State.PRIMARY_STATE_UNCONFIGURED and node.runtime.estimator is None
-    graph.wait_for(lambda: graph.tester.count_publishers(f"{ns}/depth") == 0, what="publishers destroyed")
+    graph.wait_for(lambda: graph.tester.count_publishers(f"{ns}/depth/image") == 0, what="publishers destroyed")
     assert transition(Transition.TRANSITION_CONFIGURE) and state() == State.PRIMARY_STATE_INACTIVE
     assert node.stats.rejected == 0 and node.stats.failed == 0
 
@@ -148,14 +148,14 @@ def test_parameters_change_at_runtime_within_their_specs(graph, checkpoint, kitt
         def send():
             return camera.send(kitti["frames"][0], _header(i + len(camera.sent)), info=kitti["info"],
                                encoding="bgr8")
-        return graph.send_until_answered(send, [f"{ns}/depth", f"{ns}/points"], timeout=60.0, every=5.0)
+        return graph.send_until_answered(send, [f"{ns}/depth/image", f"{ns}/points"], timeout=60.0, every=5.0)
 
     s1 = frame(0)
-    (d1,) = graph.messages(f"{ns}/depth", s1)
+    (d1,) = graph.messages(f"{ns}/depth/image", s1)
     # scale.factor 28 -> 14 (a power-of-two ratio: exact in float32) and a decimated cloud.
     assert set_(scale__factor=14.0, points__decimation=2) == [(True, ""), (True, "")]
     s2 = frame(100)
-    (d2,) = graph.messages(f"{ns}/depth", s2)
+    (d2,) = graph.messages(f"{ns}/depth/image", s2)
     np.testing.assert_array_equal(decode_depth(d2) * 2, decode_depth(d1))
     _check_outputs(graph, ns, s2, kitti["K"], kitti["size"], decimation=2)
     # An output appears and disappears with its publish.* parameter.
@@ -195,14 +195,14 @@ def test_diagnostics_in_a_graph(graph, checkpoint, kitti):
     silent = graph.start_node("/diag_silent", {"weights": checkpoint, "diagnostics.period": 0.5,
                                                "diagnostics.no_frames_sec": 1.0})
     for ns in ("/diag_ok", "/diag_qos", "/diag_silent"):
-        graph.collect(f"{ns}/depth", Image)
+        graph.collect(f"{ns}/depth/image", Image)
     cam_ok = graph.camera("/diag_ok", info_topic=None)
     graph.camera("/diag_qos", reliable=False)  # a best-effort camera for the reliable node
     cam_silent = graph.camera("/diag_silent")
     cam_ok.wait_matched()
     cam_silent.wait_matched()
     graph.wait_node_ready(ok)
-    graph.send_until_answered(lambda: _send(cam_ok, kitti, len(cam_ok.sent), info=False), ["/diag_ok/depth"])
+    graph.send_until_answered(lambda: _send(cam_ok, kitti, len(cam_ok.sent), info=False), ["/diag_ok/depth/image"])
 
     def latest(name, pred):
         return graph.wait_for(lambda: next((s for s in reversed(reports.get(name, [])) if pred(s)), None),
@@ -298,7 +298,8 @@ def test_executables_start_errors_warnings_and_clean_shutdown(graph, checkpoint)
     # A backend warning goes through the node's logger; Ctrl-C stops the node cleanly.
     with NodeProcess(namespace="/proc_ok", params={"weights": checkpoint, "backend": "torch", "fp16": True},
                      domain_id=DOMAIN_ID) as proc:
-        graph.wait_for(lambda: graph.tester.count_publishers("/proc_ok/depth") >= 1 or not proc.alive(),
+        # Active: the node logs it once its image subscription exists (a Ctrl-C before that ends the start-up).
+        graph.wait_for(lambda: "active: subscribed to" in proc.output or not proc.alive(),
                        timeout=120, what="the node process")
         assert proc.alive(), proc.output
         code, out = proc.stop(timeout=60)

@@ -152,7 +152,7 @@ def soak(args, weights: str, frames, K, source: str) -> dict:
     best_effort = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
     with Graph(domain_id=DOMAIN_ID, name="soak_tester") as graph, \
             NodeProcess(namespace=ns, params=params, domain_id=DOMAIN_ID, env=env) as node:
-        graph.collect(f"{ns}/depth", keep=0)
+        graph.collect(f"{ns}/depth/image", keep=0)
         graph.collect(f"{ns}/depth/camera_info", keep=0)
         graph.collect(f"{ns}/points", qos=best_effort, keep=0)
         camera = graph.camera(ns, reliable=args.camera_qos == "reliable")
@@ -164,7 +164,7 @@ def soak(args, weights: str, frames, K, source: str) -> dict:
         # Discovery both ways: ping until the node answers, then start counting.
         ping = iter(range(10**9))
         graph.send_until_answered(lambda: camera.send(frames[0], (10, next(ping)), K=K, frame_id=FRAME_ID),
-                                  [f"{ns}/depth"], timeout=120, alive=node.alive)
+                                  [f"{ns}/depth/image"], timeout=120, alive=node.alive)
         time.sleep(2.0)
         memory, sent, bad_images, bad_infos, alive_throughout = [], [], 0, 0, True
         period = 1.0 / args.rate
@@ -202,10 +202,10 @@ def soak(args, weights: str, frames, K, source: str) -> dict:
         load_end = machine.load_average()
         peak = node.memory().get("peak_rss_mb")
         code, out = node.stop(timeout=120)
-        depth_keys = set(graph.arrivals(f"{ns}/depth"))
+        depth_keys = set(graph.arrivals(f"{ns}/depth/image"))
         info_keys = set(graph.arrivals(f"{ns}/depth/camera_info"))
         points_keys = set(graph.arrivals(f"{ns}/points"))
-        lat = [graph.arrival(f"{ns}/depth", k) - camera.sent[k] for k in sent if k in depth_keys]
+        lat = [graph.arrival(f"{ns}/depth/image", k) - camera.sent[k] for k in sent if k in depth_keys]
     stats = parse_summary(out)
     # The ping frames before the soak count in the node's totals; their stamps are not in `sent`.
     sent_keys = set(sent)
@@ -255,12 +255,12 @@ def big_frame(weights: str, compressed: bool) -> dict:
     K = resize_K(K_KITTI, (1242, 375), (w, h))
     with Graph(domain_id=DOMAIN_ID, name="big_tester") as graph, \
             NodeProcess(namespace=ns, params=params, domain_id=DOMAIN_ID) as node:
-        graph.collect(f"{ns}/depth", keep=1)
+        graph.collect(f"{ns}/depth/image", keep=1)
         camera = graph.camera(ns, compressed=compressed)
         graph.wait_for(lambda: camera.image.get_subscription_count() >= 1 or not node.alive(), 180,
                        "the node process to subscribe")
-        graph.wait_publisher(f"{ns}/depth")
-        graph.wait_for(lambda: graph.tester.count_subscribers(f"{ns}/depth") >= 1, 60, "our subscription")
+        graph.wait_publisher(f"{ns}/depth/image")
+        graph.wait_for(lambda: graph.tester.count_subscribers(f"{ns}/depth/image") >= 1, 60, "our subscription")
         time.sleep(3.0)
         before = node.memory()
         if compressed:
@@ -282,9 +282,9 @@ def big_frame(weights: str, compressed: bool) -> dict:
                 return camera.send(rgb, (3000, i), K=K, frame_id=FRAME_ID)
             size_bytes = rgb.nbytes
         t0 = time.monotonic()
-        key = graph.send_until_answered(send, [f"{ns}/depth"], timeout=300, every=60.0, alive=node.alive)
+        key = graph.send_until_answered(send, [f"{ns}/depth/image"], timeout=300, every=60.0, alive=node.alive)
         seconds = time.monotonic() - t0
-        (depth,) = graph.messages(f"{ns}/depth", key)
+        (depth,) = graph.messages(f"{ns}/depth/image", key)
         time.sleep(1.0)
         after = node.memory()
         code, out = node.stop(timeout=120)
