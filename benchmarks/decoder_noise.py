@@ -198,7 +198,7 @@ def main(argv=None) -> int:
         worker(*args.worker)
         return 0
     report = {"machine": machine.describe(), "count": args.count, "seed": args.seed,
-              "codecs": "; ".join(line.strip() for line in cv2.getBuildInformation().splitlines()
+              "codecs": "; ".join(" ".join(line.split()) for line in cv2.getBuildInformation().splitlines()
                                   if line.strip().startswith(("JPEG:", "PNG:")))}
     report["noise"] = noise(args.count, args.seed)
     report["overhead"] = overhead(args.rounds, args.seed)
