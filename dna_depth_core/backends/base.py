@@ -77,11 +77,18 @@ def check_input(x: Any, name: str = "x") -> np.ndarray:
 
 
 def load_network(path: Any) -> DepthNet:
-    """The DepthNet of a checkpoint path (on the CPU), with errors that name what is wrong (no path, missing file,
-    bad file)."""
-    if path is None or not os.fspath(path):
-        raise ValueError("weights: no checkpoint path given")
+    """The DepthNet of a checkpoint path (on the CPU).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: no path given, or a file that is not a usable checkpoint (one line naming the file and the
+            problem: see :func:`dna_depth_core.io.checkpoint.load_checkpoint`).
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(f"weights: no checkpoint path given (got {type(path).__name__} {path!r:.60})")
     path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"weights file not found: {path}")
     return load_checkpoint(path, map_location="cpu")

@@ -15,6 +15,7 @@ import torch
 
 from dna_depth_core import machine
 from dna_depth_core.backends.base import check_input, is_onnx_source, load_network
+from dna_depth_core.io.errors import one_line
 from dna_depth_core.io.onnx_format import (
     check_onnx_file,
     config_from_onnx_metadata,
@@ -161,10 +162,10 @@ class OnnxBackend:
             # "int8" for `dna-depth export-onnx --int8`
             self.precision, self.reason = self._check_precision(precision, meta.get("precision", "fp32"))
             self.session = self._make_session(model)
-            shape = self.session.get_inputs()[0].shape
+            shape = _image_input_shape(self.session, self.source)
             self.dynamic = not all(isinstance(d, int) for d in shape[2:])
             if self.dynamic:
-                h, w = (int(v) for v in meta.get("input_size", f"{self.config.height}x{self.config.width}").split("x"))
+                h, w = _input_size(meta, self.config, self.source)
             else:
                 h, w = int(shape[2]), int(shape[3])
             self.height, self.width = (h if height is None else int(height)), (w if width is None else int(width))
@@ -212,7 +213,7 @@ class OnnxBackend:
             return ort.InferenceSession(model, so, providers=self.providers_requested)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             what = self.source if isinstance(model, (bytes, bytearray)) else model
-            raise ValueError(f"ONNX model {what}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from exc
+            raise ValueError(f"ONNX model {what}: onnxruntime cannot load it ({one_line(exc)})") from exc
 
     def _session_for(self, h: int, w: int):
         if (h, w) not in self._sessions:
@@ -249,6 +250,28 @@ class OnnxBackend:
         return (f"OnnxBackend({self.config.name}, source={self.source}, providers={self.providers}, "
                 f"size={self.height}x{self.width}, dynamic={self.dynamic}, precision={self.precision}, "
                 f"threads={self.threads})")
+
+
+def _image_input_shape(session: Any, source: str) -> list:
+    """The shape of the session's one input, checked to be ``(B, 3, H, W)`` with one output; ValueError naming
+    ``source`` otherwise (an ONNX file that is not a depth network's)."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape = list(inputs[0].shape) if len(inputs) == 1 and inputs[0].shape is not None else None
+    if shape is None or len(shape) != 4 or shape[1] not in (3, "3") or not outputs:
+        found = [(i.name, i.shape) for i in inputs]
+        raise ValueError(f"ONNX model {source}: not a depth network's graph (expected one (B, 3, H, W) input and "
+                         f"an output, found inputs {one_line(repr(found), 120)} and {len(outputs)} output(s))")
+    return shape
+
+
+def _input_size(meta: dict[str, str], config: Any, source: str) -> tuple[int, int]:
+    """``(height, width)`` of a dynamic export's ``dna_depth.input_size`` metadata (default: the config's)."""
+    text = meta.get("input_size", f"{config.height}x{config.width}")
+    parts = [p.strip() for p in text.split("x")]
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() and int(p) > 0 and int(p) % 32 == 0 for p in parts):
+        raise ValueError(f"ONNX model {source}: bad dna_depth.input_size metadata {one_line(repr(text), 80)} "
+                         f"(expected HxW, multiples of 32)")
+    return int(parts[0]), int(parts[1])
 
 
 def onnxruntime_backend_factory(checkpoint: Any, device: str = "auto", fp16: bool = False,

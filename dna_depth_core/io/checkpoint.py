@@ -11,19 +11,20 @@ rename).
 from __future__ import annotations
 
 import json
+import math
 import os
-import struct
 from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 
 from dna_depth_core.io.atomic import atomic_write
+from dna_depth_core.io.errors import one_line
+from dna_depth_core.io.safetensors_file import read_safetensors
 from dna_depth_core.models.depth_net import DepthConfig, DepthNet
-from dna_depth_core.models.pose import build_pose_model, set_output_scales
-from dna_depth_core.models.registry import build_from_config
+from dna_depth_core.models.pose import build_pose_model, list_pose_models, set_output_scales
+from dna_depth_core.models.registry import build_model, list_models
 
 FORMAT = "dna-depth/1"
 
@@ -62,48 +63,24 @@ def save_checkpoint(net: DepthNet, path: str, pose_net: nn.Module | None = None,
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def _check_safetensors_file(path: str) -> None:
-    """Name the problem of a file that is not a complete safetensors file (missing, empty, truncated, garbage)."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if not os.path.isfile(path):
-        raise ValueError(f"checkpoint {path}: not a file")
-    size = os.path.getsize(path)
-    if size < 8:
-        raise ValueError(f"checkpoint {path}: file is empty or truncated ({size} bytes)")
-    with open(path, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        if header_len > size - 8:
-            raise ValueError(f"checkpoint {path}: not a safetensors file, or truncated "
-                             f"(header claims {header_len} bytes, file has {size})")
-        try:
-            header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"checkpoint {path}: corrupt safetensors header ({exc})") from exc
-    if not isinstance(header, dict):
-        raise ValueError(f"checkpoint {path}: corrupt safetensors header")
-    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-    have = size - 8 - header_len
-    if end > have:
-        raise ValueError(f"checkpoint {path}: truncated (tensor data needs {end} bytes, file holds {have})")
-
-
 def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Return ``(tensors, metadata)`` of a dna-depth checkpoint; raise naming the problem if it is not one."""
+    """Return ``(tensors, metadata)`` of a dna-depth checkpoint, after checking the whole safetensors header
+    (:func:`dna_depth_core.io.safetensors_file.read_header`).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: a ``.pth`` file, or a file that is not a complete, well-formed safetensors file, or one whose
+            metadata does not say it is a dna-depth checkpoint (the message names the file and the problem).
+    """
     path = os.fspath(path)
     if path.endswith((".pth", ".pt", ".ckpt")) and not path.endswith(".safetensors"):
         raise ValueError(f"checkpoint {path}: expected a .safetensors file; convert the authors' .pth folders "
                          f"with `dna-depth convert-official`")
-    _check_safetensors_file(path)
-    try:
-        with safe_open(path, framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-        tensors = load_file(path)
-    except SafetensorError as exc:
-        raise ValueError(f"checkpoint {path}: corrupt safetensors file ({exc})") from exc
+    tensors, metadata = read_safetensors(path, "checkpoint")
     if metadata.get("format") != FORMAT:
-        raise ValueError(f"checkpoint {path}: not a dna-depth checkpoint (format={metadata.get('format')!r}, "
-                         f"expected {FORMAT!r})")
+        fmt = metadata.get("format")
+        raise ValueError(f"checkpoint {path}: not a dna-depth checkpoint (format="
+                         f"{one_line(repr(fmt), 80)}, expected {FORMAT!r})")
     return tensors, metadata
 
 
@@ -117,52 +94,119 @@ def _load_into(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str,
                          f"e.g. {missing[:3]}")
     if unexpected:
         raise ValueError(f"checkpoint {path}: {len(unexpected)} tensors do not belong to this model, "
-                         f"e.g. {unexpected[:3]}")
+                         f"e.g. {[one_line(k, 80) for k in unexpected[:3]]}")
     for k, v in own.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise ValueError(f"checkpoint {path}: tensor {prefix}{k} has shape {tuple(state[k].shape)}, "
+        got = state[k]
+        if tuple(got.shape) != tuple(v.shape):
+            raise ValueError(f"checkpoint {path}: tensor {prefix}{k} has shape {tuple(got.shape)}, "
                              f"the model needs {tuple(v.shape)} (wrong model?)")
+        if got.dtype != v.dtype and not (got.is_floating_point() and v.is_floating_point()):
+            raise ValueError(f"checkpoint {path}: tensor {prefix}{k} is {got.dtype}, the model needs {v.dtype}")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise ValueError(f"checkpoint {path}: tensor {prefix}{k} holds NaN or infinite values (a diverged "
+                             f"training run?)")
     module.load_state_dict(state, strict=True)
 
 
 def config_from_metadata(metadata: dict[str, str], path: str = "<checkpoint>") -> DepthConfig:
+    """The DepthConfig recorded in a checkpoint's ``config`` metadata; ValueError naming ``path`` when it is
+    missing, not JSON, or does not describe a config (unknown or missing fields, wrong types, bad values)."""
+    if "config" not in metadata:
+        raise ValueError(f"checkpoint {path}: no 'config' metadata (the network it holds is not described)")
     try:
         return DepthConfig.from_dict(json.loads(metadata["config"]))
-    except (KeyError, json.JSONDecodeError, TypeError) as exc:
-        raise ValueError(f"checkpoint {path}: missing or corrupt 'config' metadata ({exc})") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"checkpoint {path}: corrupt 'config' metadata, not JSON ({one_line(exc)})") from None
+    except ValueError as exc:
+        raise ValueError(f"checkpoint {path}: bad 'config' metadata: {one_line(str(exc))}") from None
+
+
+def build_network(config: DepthConfig, path: str = "<checkpoint>") -> DepthNet:
+    """The (randomly initialised) network that ``config`` describes, built through the model registry: its
+    ``name`` must be a registered model whose encoder and decoder are the config's. ValueError naming ``path``
+    otherwise (no network outside the registry is ever built from a file's metadata)."""
+    if config.name not in list_models():
+        raise ValueError(f"checkpoint {path}: holds model '{one_line(config.name, 80)}', which this version does "
+                         f"not know (known: {', '.join(list_models())})")
+    net = build_model(config.name, normalization=config.normalization, height=config.height, width=config.width,
+                      min_depth=config.min_depth, max_depth=config.max_depth)
+    if (net.config.encoder, net.config.decoder) != (config.encoder, config.decoder):
+        raise ValueError(f"checkpoint {path}: its config says model '{config.name}' with encoder "
+                         f"'{one_line(config.encoder, 80)}' and decoder '{one_line(config.decoder, 80)}', but "
+                         f"'{config.name}' is encoder '{net.config.encoder}' with decoder '{net.config.decoder}'")
+    return net
 
 
 def load_checkpoint(path: str, map_location: str | torch.device = "cpu",
                     expected_model: str | None = None) -> DepthNet:
-    """Load the depth network stored at ``path``, in eval mode. Raises ValueError/FileNotFoundError naming the
-    problem for a missing, corrupt or truncated file, missing tensors, or a model other than ``expected_model``."""
+    """Load the depth network stored at ``path``, in eval mode.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: a missing, corrupt or truncated file, metadata that does not describe a known network, missing
+            or misshapen tensors, or a model other than ``expected_model`` (one line naming the file and the
+            problem).
+    """
     tensors, metadata = read_checkpoint(path)
     config = config_from_metadata(metadata, path)
     if expected_model is not None and config.name != expected_model:
         raise ValueError(f"checkpoint {path}: holds model '{config.name}', expected '{expected_model}'")
-    net = build_from_config(config)
+    net = build_network(config, path)
     _load_into(net, tensors, "depth.", path)
     return net.to(map_location).eval()
 
 
+def _pose_scales(metadata: dict[str, str], path: str) -> tuple[float, float | None] | None:
+    """``(output_scale, rotation_scale)`` from the ``pose_output_scales`` metadata, None when absent."""
+    if "pose_output_scales" not in metadata:
+        return None
+    try:
+        scales = json.loads(metadata["pose_output_scales"])
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"checkpoint {path}: corrupt 'pose_output_scales' metadata, not JSON "
+                         f"({one_line(exc)})") from None
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+    if not (isinstance(scales, dict) and number(scales.get("output_scale"))
+            and (scales.get("rotation_scale") is None or number(scales.get("rotation_scale")))):
+        raise ValueError(f"checkpoint {path}: bad 'pose_output_scales' metadata "
+                         f"{one_line(metadata['pose_output_scales'], 120)} (expected {{\"output_scale\": a positive "
+                         f"number, \"rotation_scale\": a positive number or null}})")
+    return float(scales["output_scale"]), scales.get("rotation_scale")
+
+
 def load_pose_network(path: str, map_location: str | torch.device = "cpu") -> nn.Module | None:
-    """The pose network stored beside the depth network, or None when the checkpoint has none."""
+    """The pose network stored beside the depth network, or None when the checkpoint has none.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`load_checkpoint`; also an unknown ``pose_model`` or bad
+            ``pose_output_scales`` metadata.
+    """
     tensors, metadata = read_checkpoint(path)
     if not any(k.startswith("pose.") for k in tensors):
         return None
-    pose = build_pose_model(metadata.get("pose_model", "resnet18"))
+    kind = metadata.get("pose_model", "resnet18")
+    if kind not in list_pose_models():
+        raise ValueError(f"checkpoint {path}: pose_model '{one_line(kind, 80)}' unknown (known: "
+                         f"{', '.join(list_pose_models())})")
+    scales = _pose_scales(metadata, path)
+    pose = build_pose_model(kind)
     _load_into(pose, tensors, "pose.", path)
-    if "pose_output_scales" in metadata:  # older files: the default scales (0.01 for both)
-        scales = json.loads(metadata["pose_output_scales"])
-        set_output_scales(pose, scales["output_scale"], scales.get("rotation_scale"))
+    if scales is not None:  # older files: the default scales (0.01 for both)
+        set_output_scales(pose, *scales)
     return pose.to(map_location).eval()
 
 
 def checkpoint_metadata(path: str) -> dict[str, Any]:
-    """The decoded metadata of a checkpoint (JSON fields parsed), for display."""
+    """The decoded metadata of a checkpoint (JSON fields parsed), for display. Raises as :func:`read_checkpoint`,
+    and ValueError naming the field when a JSON field is not JSON."""
     _, metadata = read_checkpoint(path)
     out: dict[str, Any] = dict(metadata)
     for key in ("config", "provenance", "training_config"):
         if key in out:
-            out[key] = json.loads(out[key])
+            try:
+                out[key] = json.loads(out[key])
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise ValueError(f"checkpoint {path}: corrupt '{key}' metadata, not JSON ({one_line(exc)})") from None
     return out

@@ -36,6 +36,7 @@ import torch.nn as nn
 from dna_depth_core.io.atomic import write_bytes
 from dna_depth_core.io.checkpoint import checkpoint_metadata, load_checkpoint
 from dna_depth_core.io.onnx_cleanup import cleanup as clean_graph
+from dna_depth_core.io.errors import one_line, unreadable
 from dna_depth_core.models.depth_net import DepthConfig, DepthNet
 
 ONNX_FORMAT = "dna-depth-onnx/1"
@@ -193,13 +194,21 @@ def load_model_proto(path_or_bytes: str | os.PathLike | bytes) -> Any:
         what, data = "<bytes>", bytes(path_or_bytes)
     else:
         what = check_onnx_file(path_or_bytes)
-        with open(what, "rb") as f:
-            data = f.read()
+        try:
+            with open(what, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise unreadable("ONNX model", what, exc) from exc
     try:
-        return onnx.load_from_string(data)
+        model = onnx.load_from_string(data)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
         raise ValueError(f"ONNX model {what}: corrupt or truncated, not a readable ONNX file "
-                         f"({type(exc).__name__}: {exc})") from exc
+                         f"({one_line(exc)})") from None
+    if not model.HasField("graph"):
+        # protobuf reads many byte strings (even an empty one) as a message with no graph
+        raise ValueError(f"ONNX model {what}: not an ONNX model (no graph; corrupt, truncated or another kind of "
+                         f"file)")
+    return model
 
 
 def read_onnx_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[str, str]:
@@ -212,11 +221,16 @@ def config_from_onnx_metadata(meta: dict[str, str], what: str = "<onnx>") -> Dep
     (``what`` names the file in the message)."""
     if meta.get("format") != ONNX_FORMAT:
         raise ValueError(f"ONNX model {what}: not a dna-depth export (metadata dna_depth.format="
-                         f"{meta.get('format')!r}, expected {ONNX_FORMAT!r}); export it with `dna-depth export-onnx`")
+                         f"{one_line(repr(meta.get('format')), 80)}, expected {ONNX_FORMAT!r}); export it with "
+                         f"`dna-depth export-onnx`")
+    if "config" not in meta:
+        raise ValueError(f"ONNX model {what}: no dna_depth.config metadata (the network is not described)")
     try:
         return DepthConfig.from_dict(json.loads(meta["config"]))
-    except (KeyError, json.JSONDecodeError, TypeError) as exc:
-        raise ValueError(f"ONNX model {what}: missing or corrupt dna_depth.config metadata ({exc})") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"ONNX model {what}: corrupt dna_depth.config metadata, not JSON ({one_line(exc)})") from None
+    except ValueError as exc:
+        raise ValueError(f"ONNX model {what}: bad dna_depth.config metadata: {one_line(str(exc))}") from None
 
 
 def config_from_onnx(path_or_bytes: str | os.PathLike | bytes) -> DepthConfig:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 import torch
@@ -46,11 +47,30 @@ class DepthConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DepthConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
+    def from_dict(cls, d: Any) -> "DepthConfig":
+        """The config a mapping describes (e.g. a checkpoint's JSON). Raises ValueError naming the problem: not a
+        mapping, unknown or missing fields, a value of the wrong type (text, integer, finite number), or one that
+        ``__post_init__`` refuses."""
+        if not isinstance(d, dict):
+            raise ValueError(f"depth config: expected an object of fields, got {type(d).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(d) - set(fields)
         if unknown:
-            raise ValueError(f"depth config: unknown fields {sorted(unknown)}")
+            raise ValueError(f"depth config: unknown fields {sorted(map(str, unknown))}")
+        missing = [name for name, f in fields.items() if name not in d and f.default is dataclasses.MISSING]
+        if missing:
+            raise ValueError(f"depth config: missing fields {missing}")
+        for name, value in d.items():
+            kind = fields[name].type
+            if kind == "str":
+                ok = isinstance(value, str)
+            elif kind == "int":
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:  # float: any finite number
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok:
+                want = {"str": "text", "int": "an integer"}.get(kind, "a finite number")
+                raise ValueError(f"depth config: {name} must be {want}, got {value!r:.60}")
         return cls(**d)
 
 

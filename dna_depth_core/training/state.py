@@ -15,8 +15,10 @@ checkpoint: each file goes through a temporary file and ``os.replace``, the fold
 """
 from __future__ import annotations
 
+import binascii
 import contextlib
 import json
+import math
 import os
 import shutil
 import time
@@ -25,10 +27,12 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from dna_depth_core.io.checkpoint import read_checkpoint, save_checkpoint
+from dna_depth_core.io.checkpoint import config_from_metadata, read_checkpoint, save_checkpoint
 from dna_depth_core.io.atomic import atomic_write, write_text
+from dna_depth_core.io.errors import one_line, unreadable
+from dna_depth_core.io.safetensors_file import read_safetensors
 from dna_depth_core.training.config import TrainConfig, load_config
 from dna_depth_core.training.distributed import DistEnv
 from dna_depth_core.training.rng import capture_rng_state, restore_rng_state
@@ -116,14 +120,79 @@ def write_json(path: str, data: Any) -> None:
 
 
 def read_json(path: str) -> Any:
-    """A checkpoint's JSON file; FileNotFoundError / ValueError naming the file when it is missing or corrupt."""
+    """A checkpoint's JSON file; FileNotFoundError / ValueError naming the file when it is missing, unreadable or
+    corrupt."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint file missing: {path}") from None
+    except OSError as exc:
+        raise unreadable("checkpoint file", path, exc) from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: corrupt JSON (not UTF-8 text at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: corrupt JSON ({exc})") from exc
+        raise ValueError(f"{path}: corrupt JSON ({one_line(exc.msg)} at line {exc.lineno} column {exc.colno})") \
+            from None
+    except RecursionError:
+        raise ValueError(f"{path}: corrupt JSON (nested too deeply)") from None
+
+
+#: The fields of ``torch.amp.GradScaler.state_dict()`` (empty when the scaler is disabled).
+_SCALER_KEYS = ("scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker")
+
+
+def _bad_state(path: str, what: str) -> ValueError:
+    return ValueError(f"resume: {path}: {what}")
+
+
+def _is_count(value: Any, minimum: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_trainer_state(state: Any, path: str) -> dict[str, Any]:
+    """``state`` (the contents of ``trainer_state.json`` at ``path``) when it has every field resume reads, with
+    the right types; ValueError naming the file and the first field that does not fit otherwise."""
+    if not isinstance(state, dict):
+        raise _bad_state(path, f"expected a JSON object, found a {type(state).__name__}")
+    if state.get("format") != STATE_FORMAT:
+        raise _bad_state(path, f"unknown trainer state format {one_line(repr(state.get('format')), 60)} (expected "
+                               f"{STATE_FORMAT!r})")
+    for key, minimum in (("epoch", 0), ("step", 0), ("step_in_epoch", 0), ("steps_per_epoch", 0),
+                         ("world_size", 1)):
+        if not _is_count(state.get(key), minimum):
+            raise _bad_state(path, f"'{key}' is {one_line(repr(state.get(key)), 60)}, expected an integer >= "
+                                   f"{minimum}")
+    for key in ("nonfinite_streak", "skipped_total"):
+        if key in state and not _is_count(state[key]):
+            raise _bad_state(path, f"'{key}' is {one_line(repr(state[key]), 60)}, expected an integer >= 0")
+    schedule = state.get("schedule")
+    if not (isinstance(schedule, dict) and _is_number(schedule.get("base_lr")) and _is_number(schedule.get("gamma"))
+            and _is_count(schedule.get("epoch")) and isinstance(schedule.get("milestones"), list)
+            and all(_is_count(m) for m in schedule["milestones"])):
+        raise _bad_state(path, f"'schedule' is {one_line(repr(schedule), 120)}, expected base_lr, gamma (numbers), "
+                               f"milestones (a list of integers) and epoch")
+    scaler = state.get("scaler")
+    if not (scaler is None or scaler == {} or (isinstance(scaler, dict) and set(scaler) == set(_SCALER_KEYS)
+                                              and all(_is_number(v) for v in scaler.values()))):
+        raise _bad_state(path, f"'scaler' is {one_line(repr(scaler), 120)}, expected {{}} or the numbers "
+                               f"{', '.join(_SCALER_KEYS)}")
+    optimizer = state.get("optimizer")
+    groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
+    scalars = optimizer.get("scalar_state", {}) if isinstance(optimizer, dict) else None
+    if not (isinstance(groups, list) and all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                                             and all(_is_count(i) for i in g["params"]) for g in groups)
+            and isinstance(scalars, dict) and all(isinstance(v, dict) for v in scalars.values())):
+        raise _bad_state(path, "'optimizer' is not {\"param_groups\": [{\"params\": [indices], ...}], "
+                               "\"scalar_state\": {...}}")
+    if not isinstance(state.get("config"), dict):
+        raise _bad_state(path, f"'config' is {one_line(repr(state.get('config')), 60)}, expected the training "
+                               f"config as an object")
+    return state
 
 
 def _fsync_dir(path: str) -> None:
@@ -160,8 +229,17 @@ def resolve_checkpoint(path: str) -> str:
 
 
 def _follow_latest(ckpt_root: str) -> str:
-    with open(os.path.join(ckpt_root, LATEST)) as f:
-        name = f.read().strip()
+    latest = os.path.join(ckpt_root, LATEST)
+    try:
+        with open(latest, "rb") as f:
+            name = f.read(4096).decode("utf-8").strip()
+    except OSError as exc:
+        raise unreadable("resume:", latest, exc) from exc
+    except UnicodeDecodeError:
+        raise ValueError(f"resume: {latest} is corrupt (not a checkpoint folder name)") from None
+    if os.sep in name or (os.altsep and os.altsep in name) or name in (".", "..") or "\0" in name:
+        raise ValueError(f"resume: {latest} is corrupt (holds {one_line(repr(name), 80)}, not a checkpoint folder "
+                         f"name)")
     target = os.path.join(ckpt_root, name)
     if not name or not os.path.isfile(os.path.join(target, "trainer_state.json")):
         raise ValueError(f"resume: {os.path.join(ckpt_root, LATEST)} points at '{name}', which is not a complete "
@@ -176,8 +254,12 @@ def run_folder(path: str) -> str:
 
 def config_from_checkpoint(path: str) -> TrainConfig:
     """The TrainConfig a checkpoint was trained with."""
-    state = read_json(os.path.join(resolve_checkpoint(path), "trainer_state.json"))
-    return load_config(base=state["config"])
+    state_path = os.path.join(resolve_checkpoint(path), "trainer_state.json")
+    state = check_trainer_state(read_json(state_path), state_path)
+    try:
+        return load_config(base=state["config"])
+    except ValueError as exc:
+        raise _bad_state(state_path, f"its training config does not load: {one_line(str(exc))}") from None
 
 
 def prune_checkpoints(root: str, keep: str, n: int) -> None:
@@ -247,32 +329,81 @@ def _load_prefixed(module: nn.Module, tensors: Mapping[str, torch.Tensor], prefi
                          f"({str(exc).splitlines()[0]})") from exc
 
 
+def _optimizer_state(tensors: Mapping[str, torch.Tensor], rest: Mapping[str, Any],
+                     optimizer: torch.optim.Optimizer, path: str) -> dict[str, Any]:
+    """The ``optimizer.load_state_dict`` argument that ``tensors`` (``optimizer.safetensors`` at ``path``) and
+    ``rest`` (checked by :func:`check_trainer_state`) describe, checked against ``optimizer``: as many groups and
+    parameters, state tensors shaped as their parameters, group settings of the same kinds."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for key, value in tensors.items():
+        parts = key.split(".", 2)
+        if len(parts) != 3 or parts[0] != "state" or not parts[1].isascii() or not parts[1].isdigit():
+            raise ValueError(f"resume: {path}: tensor '{one_line(key, 80)}' is not named state.<index>.<name>")
+        idx = int(parts[1])
+        if idx >= len(params):
+            raise ValueError(f"resume: {path}: state for parameter {idx}, but the optimizer has {len(params)}")
+        if value.dim() > 0 and tuple(value.shape) != tuple(params[idx].shape):
+            raise ValueError(f"resume: {path}: '{key}' has shape {tuple(value.shape)}, its parameter "
+                             f"{tuple(params[idx].shape)} (state of another model?)")
+    for idx in rest.get("scalar_state", {}):
+        if not (idx.isascii() and idx.isdigit() and int(idx) < len(params)):
+            raise ValueError(f"resume: {path}: scalar state for parameter {one_line(repr(idx), 40)}, but the "
+                             f"optimizer has {len(params)}")
+    groups = rest["param_groups"]
+    if len(groups) != len(optimizer.param_groups):
+        raise ValueError(f"resume: {path}: {len(groups)} optimizer parameter groups, this model has "
+                         f"{len(optimizer.param_groups)}")
+    for i, (saved, own) in enumerate(zip(groups, optimizer.param_groups)):
+        for key, value in saved.items():
+            mine = own.get(key)
+            if key == "params" or key not in own or mine is None:
+                continue
+            if isinstance(mine, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(mine, (int, float)):
+                ok = _is_number(value)
+            elif isinstance(mine, (tuple, list)):
+                ok = isinstance(value, list) and len(value) == len(mine) and all(_is_number(v) for v in value)
+            else:
+                ok = type(value) is type(mine)
+            if not ok:
+                raise ValueError(f"resume: {path}: optimizer group {i} '{one_line(key, 40)}' is "
+                                 f"{one_line(repr(value), 60)}, expected a value like {one_line(repr(mine), 40)}")
+    return join_optimizer_state(tensors, rest)
+
+
 def load_checkpoint_folder(path: str, depth_net: nn.Module, pose_net: nn.Module | None,
                            optimizer: torch.optim.Optimizer) -> tuple[str, dict[str, Any]]:
     """Load the weights and the optimizer state of the checkpoint that ``path`` names (see
     :func:`resolve_checkpoint`); returns ``(checkpoint folder, trainer_state.json contents)`` for the caller to
     restore the counters, schedule and scaler, then :func:`restore_rank_rng` last.
 
-    ValueError naming the problem when the checkpoint holds another model, no pose network where one is
-    configured, or weights or optimizer state that do not fit."""
+    Raises:
+        FileNotFoundError: the checkpoint or one of its files is missing.
+        ValueError: naming the file and the problem: a corrupt or malformed ``trainer_state.json``,
+            ``model.safetensors`` or ``optimizer.safetensors``; another model; no pose network where one is
+            configured; weights or optimizer state that do not fit.
+    """
     ckpt = resolve_checkpoint(path)
-    state = read_json(os.path.join(ckpt, "trainer_state.json"))
-    if state.get("format") != STATE_FORMAT:
-        raise ValueError(f"resume: {ckpt}: unknown trainer state format {state.get('format')!r}")
-    tensors, meta = read_checkpoint(os.path.join(ckpt, "model.safetensors"))
-    held = json.loads(meta["config"]).get("name")
+    state_path = os.path.join(ckpt, "trainer_state.json")
+    state = check_trainer_state(read_json(state_path), state_path)
+    model_path = os.path.join(ckpt, "model.safetensors")
+    tensors, meta = read_checkpoint(model_path)
+    held = config_from_metadata(meta, model_path).name
     if held != depth_net.config.name:
         raise ValueError(f"resume: {ckpt} holds model '{held}', the config asks for '{depth_net.config.name}'")
+    opt_path = os.path.join(ckpt, "optimizer.safetensors")
+    opt_tensors, _ = read_safetensors(opt_path, "optimizer state")
+    opt_state = _optimizer_state(opt_tensors, state["optimizer"], optimizer, opt_path)
     _load_prefixed(depth_net, tensors, "depth.", ckpt)
     if pose_net is not None:
         if not any(k.startswith("pose.") for k in tensors):
             raise ValueError(f"resume: {ckpt} has no pose network (trained with pose_gt?)")
         _load_prefixed(pose_net, tensors, "pose.", ckpt)
-    opt_tensors = load_file(os.path.join(ckpt, "optimizer.safetensors"))
     try:
-        optimizer.load_state_dict(join_optimizer_state(opt_tensors, state["optimizer"]))
-    except (ValueError, KeyError) as exc:
-        raise ValueError(f"resume: {ckpt}: optimizer state does not fit this model ({exc})") from exc
+        optimizer.load_state_dict(opt_state)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"resume: {ckpt}: optimizer state does not fit this model ({one_line(exc)})") from None
     return ckpt, state
 
 
@@ -281,6 +412,11 @@ def restore_rank_rng(ckpt: str, rank: int) -> None:
     current (seeded) RNGs."""
     rng_path = os.path.join(ckpt, f"rng_rank{rank}.json")
     if os.path.exists(rng_path):
-        restore_rng_state(read_json(rng_path))
+        state = read_json(rng_path)
+        try:
+            restore_rng_state(state)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, binascii.Error) as exc:
+            raise ValueError(f"resume: {rng_path}: not the RNG state this version writes ({one_line(exc)})") \
+                from None
     else:
         warnings.warn(f"resume: {ckpt} has no RNG state for rank {rank}; reseeding", RuntimeWarning)
