@@ -69,6 +69,17 @@ def isa_flags(info: dict[str, str] | None = None) -> dict[str, bool]:
     return {f: f in present for f in ISA_FLAGS}
 
 
+def native_bf16(flags: dict[str, bool] | None = None) -> tuple[bool, str]:
+    """Whether this CPU computes bf16 natively (``avx512_bf16`` or AMX ``amx_bf16``), and the flags that say so:
+    ``(True, "avx512_bf16, amx_bf16")`` or ``(False, "no avx512_bf16 or amx_bf16 (torch would emulate bf16)")``.
+    ``flags``: :func:`isa_flags` (default: this CPU's)."""
+    flags = isa_flags() if flags is None else flags
+    have = [f for f in ("avx512_bf16", "amx_bf16") if flags.get(f)]
+    if have:
+        return True, ", ".join(have)
+    return False, "no avx512_bf16 or amx_bf16 (torch would emulate bf16)"
+
+
 def nominal_ghz(info: dict[str, str] | None = None) -> float | None:
     """The nominal clock in GHz: from the model name (``... @ 2.50GHz``), else ``cpu MHz``, else None."""
     info = cpu_info() if info is None else info
@@ -203,7 +214,8 @@ def describe(device: str | torch.device = "cpu") -> dict[str, Any]:
 
 
 __all__ = ["ISA_FLAGS", "LIBRARIES", "cpu_info", "cpu_model", "cpu_peak_gflops", "describe", "gpu_info",
-           "isa_flags", "library_version", "library_versions", "load_average", "nominal_ghz", "usable_cpus"]
+           "isa_flags", "library_version", "library_versions", "load_average", "native_bf16", "nominal_ghz",
+           "usable_cpus"]
 
 
 def main(argv: list[str] | None = None) -> int:
