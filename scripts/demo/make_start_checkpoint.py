@@ -155,6 +155,7 @@ def cmd_pack(args) -> int:
         "source": "scripts/demo/make_start_checkpoint.py (synthetic drives only)",
         "train": recipe, "step": trained.get("step"), "epoch": trained.get("epoch"),
         "demo_seed_excluded": DEMO_SEED, "unpacked_sha256": sha256(src),
+        **({"note": args.note} if args.note else {}),
         "packed_by": {"command": " ".join(["python", os.path.relpath(os.path.abspath(sys.argv[0]), REPO)]
                                           + sys.argv[1:]), "git_commit": git_commit()},
     }
@@ -190,6 +191,7 @@ def main(argv=None) -> int:
     p.add_argument("checkpoint", help="a checkpoint folder of the run (or its model.safetensors)")
     p.add_argument("--out", required=True, help="the packed .safetensors (a .json sidecar is written beside it)")
     p.add_argument("--data", help="where the held-out drive is rendered (default: the run's OUT/data)")
+    p.add_argument("--note", default="", help="a remark for the provenance (e.g. how the run was made)")
     p.add_argument("--heldout-frames", type=int, default=100,
                    help=f"frames of the held-out drive (seed {HELDOUT_SEED}) to score, every 2nd (0: skip)")
     args = ap.parse_args(argv)
