@@ -41,7 +41,7 @@ START = REPO / "scripts" / "demo" / "start_lite0_synth.safetensors"
 SYNTH_RECIPE = REPO / "config" / "train" / "train_synthetic.yaml"
 #: the demo's targets on the held-out frames: (AbsRel at most, a1 at least)
 TARGETS = {"median": (0.15, 0.80), "metric": (0.20, 0.70)}
-DEFAULT_STEPS = 120
+DEFAULT_STEPS = 200
 
 
 def parse_args(argv=None):
