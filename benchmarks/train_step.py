@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     report = {"benchmark": "benchmarks/train_step.py", "recipe": "config/train/finetune_synthetic.yaml (320x96, "
               "batch 4, dna_lite0 + lite0 pose)", "native_bf16": native, "native_bf16_why": why, "rows": rows,
               "machine": info, "command": " ".join(["python"] + sys.argv)}
-    text = [f"| precision | threads | wall s/step | CPU s/step | steps/s | wall vs fp32 |", "|---|---|---|---|---|---|"]
+    text = ["| precision | threads | wall s/step | CPU s/step | steps/s | wall vs fp32 |", "|---|---|---|---|---|---|"]
     text += [f"| {r['precision']} | {r['threads']} | {r['wall_s_per_step']:.2f} | {r['cpu_s_per_step']:.2f} | "
              f"{r['steps_per_s']:.3f} | {r['wall_vs_fp32']} |" for r in rows]
     print("\n".join(text))
