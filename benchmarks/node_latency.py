@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Depth node end-to-end latency and throughput on the CPU, against the bare model call.
+"""Depth node end-to-end latency and throughput (on the CPU by default, ``--device cuda`` on a GPU), against the bare
+model call.
 
 Run it inside a loopback-only network namespace (DDS never leaves the machine):
 
@@ -18,9 +19,24 @@ What it measures (640x192 input = the network's input size by default, so no res
    against the node's own median inference time (from its shutdown log).
 4. a 30 Hz camera for ``--rate-seconds``: frames received, processed and dropped by the node (latest-frame policy).
 
-Weights: ``--weights`` or, by default, a randomly initialised ``--model`` (the timing does not depend on the
-weights). The frames are the real KITTI frames of ../shared/data/kitti_tiny resized to 640x192 when present,
-synthetic street frames otherwise (``dna_depth_core.data.synthetic.synthetic_frames``).
+Weights: ``--weights`` or, by default, a randomly initialised ``--model``. The inference time does not depend on the
+weights, but the node's per-frame work can: with ``--scale-mode camera_height`` a trained network's road is a plane
+and the ground fit runs its whole RANSAC every frame, while an untrained network's nearly constant depth makes it
+give up at once. ``--untrained`` therefore measures a second weight set in the same run: the untrained starting
+network of the same architecture (seed 0, ImageNet encoder where offline weights exist, disparity head bias -5:
+the training recipe's start), and the report shows both per-frame stage times side by side. The frames are the
+real KITTI frames of ../shared/data/kitti_tiny resized to the input size when present, synthetic street frames
+otherwise (``dna_depth_core.data.synthetic.synthetic_frames``).
+
+    # the per-frame gap: a kitti_tiny_adapt network (96x320) vs its untrained start, metric scale from the camera
+    unshare -n bash -c 'ip link set lo up && ROS_DOMAIN_ID=131 python benchmarks/node_latency.py --weights \
+        runs/kitti_tiny_adapt/train/checkpoints/latest/model.safetensors --width 320 --height 96 \
+        --scale-mode camera_height --camera-height 1.65 --untrained --no-process --out node_gap.json'
+
+``--outputs nav2`` (repeatable with ``default``: each set runs in-process in turn, in one invocation) measures the
+node with the outputs Nav2 and SLAM use on as well (:data:`OUTPUT_SETS`): the clearing cloud, ``points/obstacles``,
+``scan`` and ``depth/scale``, from a fixed scale and the mounting ground plane (KITTI's 1.65 m); the latency is
+then to the last of all of them.
 
 The graph, the camera, the collection of the outputs by stamp and the node process come from
 :mod:`dna_depth_ros.harness` (shared with the node tests and the bag demo); it confines DDS to loopback before
@@ -56,6 +72,15 @@ K_KITTI = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0
 DOMAIN_ID = int(os.environ.get("ROS_DOMAIN_ID") or 65)
 POLL = 0.001  # seconds between checks while waiting (arrival times are taken in the callbacks)
 
+# Output sets: node parameters and the topics a frame's latency waits for.
+OUTPUT_SETS = {
+    "default": ({}, DEFAULT_OUTPUTS),
+    "nav2": ({"scale.mode": "fixed", "scale.factor": 30.0, "scale.camera_height": 1.65,
+              "points.far_mode": "clearing", "publish.obstacles": True, "publish.scan": True,
+              "publish.scale": True},
+             DEFAULT_OUTPUTS + ("points/obstacles", "scan", "depth/scale")),
+}
+
 
 def load_frames(width: int, height: int) -> tuple[list[np.ndarray], np.ndarray, str]:
     drive = KITTI / "2011_09_26_drive_0023_sync" / "image_02" / "data"
@@ -75,9 +100,10 @@ def med_ms(values) -> float:
 class BareModel:
     """The bare network call on one frame: ``net(x)``, x (1, 3, H, W) in [0, 1], no pre/post-processing."""
 
-    def __init__(self, weights: str, frame: np.ndarray):
-        self.net = dna_depth_core.load_checkpoint(weights).eval()
-        self.x = torch.from_numpy(frame).permute(2, 0, 1)[None].contiguous().float() / 255.0  # NCHW, as the node
+    def __init__(self, weights: str, frame: np.ndarray, device: str = "cpu"):
+        self.device = torch.device(device)
+        self.net = dna_depth_core.load_checkpoint(weights).eval().to(self.device)
+        self.x = (torch.from_numpy(frame).permute(2, 0, 1)[None].contiguous().float() / 255.0).to(self.device)
         for _ in range(3):
             self()
 
@@ -85,6 +111,8 @@ class BareModel:
     def __call__(self) -> float:
         t0 = time.perf_counter()
         self.net(self.x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         return time.perf_counter() - t0
 
 
@@ -134,11 +162,34 @@ def first_answer(feed: Feed, timeout: float, alive=lambda: True) -> None:
                                    alive=alive)
 
 
-def node_in_process(weights, frames, K, args, bare: BareModel) -> dict:
+def node_params(weights: str, args) -> dict:
+    """The node's parameters for a run: the weights, the CPU, the backend, and the metric-scale mode."""
+    params = {"weights": weights, "device": args.device, "backend": args.backend, "scale.mode": args.scale_mode}
+    if args.scale_mode == "camera_height":
+        params["scale.camera_height"] = args.camera_height
+    return params
+
+
+def untrained_checkpoint(weights: str, path: str) -> str:
+    """Save the untrained starting network of ``weights``'s architecture to ``path``: seed 0, ImageNet encoder
+    where its offline weights are installed, disparity head bias -5 (config/train/train_synthetic.yaml)."""
+    cfg = dna_depth_core.load_checkpoint(weights).config
+    torch.manual_seed(0)
+    try:
+        net = dna_depth_core.build_model(cfg.name, pretrained="imagenet", height=cfg.height, width=cfg.width)
+    except (ImportError, ValueError, FileNotFoundError, RuntimeError):
+        net = dna_depth_core.build_model(cfg.name, height=cfg.height, width=cfg.width)
+    net.set_disparity_bias(-5.0)
+    dna_depth_core.save_checkpoint(net, path, provenance={"source": f"untrained start of {os.path.basename(weights)}"})
+    return path
+
+
+def node_in_process(weights, frames, K, args, bare: BareModel, output_set: str = "default") -> dict:
     ns = "/bench"
+    params, topics = OUTPUT_SETS[output_set]
     with Graph(domain_id=DOMAIN_ID, name="bench_tester", poll=POLL) as graph:
-        node = graph.start_node(ns, {"weights": weights, "device": "cpu"})
-        outputs = graph.collect_outputs(ns, DEFAULT_OUTPUTS, keep=0)
+        node = graph.start_node(ns, {**node_params(weights, args), **params})
+        outputs = graph.collect_outputs(ns, topics, keep=0)
         camera = graph.camera(ns)
         feed = Feed(graph, camera, frames, K, outputs)
         camera.wait_matched()
@@ -152,13 +203,18 @@ def node_in_process(weights, frames, K, args, bare: BareModel) -> dict:
         stage = {k: med_ms([x[k] for x in t]) for k in
                  ("convert", "preprocess", "inference", "postprocess", "outputs", "publish", "total")}
         overhead = [x["convert"] + x["outputs"] + x["publish"] for x in t]
-        result = {"bare_model_ms": med_ms(model), "bare_model_p90_ms": 1000 * float(np.percentile(model, 90)),
+        result = {"backend_reason": node.estimator.backend_reason, "outputs": list(topics), "params": params,
+                  "bare_model_ms": med_ms(model), "bare_model_p90_ms": 1000 * float(np.percentile(model, 90)),
                   "latency_ms": med_ms(lat), "latencies_ms": [round(1000 * x, 1) for x in lat],
                   "latency_p90_ms": 1000 * float(np.percentile(lat, 90)),
                   "throughput_hz_sequential": 1.0 / float(np.median(lat)), "stages_ms": stage,
                   "ros_overhead_ms": med_ms(overhead),
                   "ros_overhead_ratio": float(np.median([o / x["inference"] for o, x in zip(overhead, t)])),
-                  "e2e_over_bare_model": float(np.median([a / b for a, b in zip(lat, model)]))}
+                  "e2e_over_bare_model": float(np.median([a / b for a, b in zip(lat, model)])),
+                  "fps_end_to_end": 1.0 / float(np.median(lat)),
+                  "fps_inference_only": 1000.0 / stage["inference"],
+                  "ground_fits_accepted": node.estimator.ground.updates if node.estimator.ground else None}
+        result["e2e_fps_over_inference_fps"] = result["fps_end_to_end"] / result["fps_inference_only"]
 
         # A 30 Hz camera.
         before = dict(vars(node.stats))
@@ -190,7 +246,7 @@ def node_in_process(weights, frames, K, args, bare: BareModel) -> dict:
 
 def node_process(weights, frames, K, args) -> dict:
     ns = "/benchp"
-    with NodeProcess(namespace=ns, params={"weights": weights, "device": "cpu"}, domain_id=DOMAIN_ID) as node, \
+    with NodeProcess(namespace=ns, params=node_params(weights, args), domain_id=DOMAIN_ID) as node, \
             Graph(domain_id=DOMAIN_ID, name="bench_tester", poll=POLL) as graph:
         outputs = graph.collect_outputs(ns, DEFAULT_OUTPUTS, keep=0)
         camera = graph.camera(ns)
@@ -224,7 +280,18 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=15, help="frames for the latency medians")
     ap.add_argument("--rate", type=float, default=30.0, help="camera rate of the drop test (Hz)")
     ap.add_argument("--rate-seconds", type=float, default=10.0)
+    ap.add_argument("--outputs", action="append", choices=sorted(OUTPUT_SETS), default=None,
+                    help="output set of the in-process run: default (depth/image, depth/camera_info, points) or "
+                         "nav2 (also the clearing cloud, points/obstacles, scan, depth/scale); repeat for both "
+                         "(default: default)")
     ap.add_argument("--no-process", action="store_true", help="skip the separate-process run")
+    ap.add_argument("--backend", default="auto", help="the node's backend parameter (default auto)")
+    ap.add_argument("--device", default="cpu", help="the node's device parameter and the bare call's (cpu, cuda)")
+    ap.add_argument("--scale-mode", default="none", choices=("none", "fixed", "camera_height"),
+                    help="the node's scale.mode (camera_height runs the ground-plane fit every frame)")
+    ap.add_argument("--camera-height", type=float, default=1.65, help="scale.camera_height in metres (KITTI's)")
+    ap.add_argument("--untrained", action="store_true",
+                    help="also measure the untrained starting network of the same architecture (per-frame gap)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
 
@@ -245,29 +312,64 @@ def main() -> int:
                          "torch_threads": torch.get_num_threads(), "numpy": np.__version__, "opencv": cv2.__version__,
                          "rmw": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp (default)")},
             "model": args.model if args.weights is None else args.weights, "input": f"{args.width}x{args.height}",
-            "frames_source": source, "device": "cpu",
+            "frames_source": source, "device": args.device,
         }
-        bare = BareModel(weights, frames[0])
-        print(f"node in-process ({args.model}, {args.width}x{args.height}, CPU) ...", flush=True)
-        res["in_process"] = node_in_process(weights, frames, K, args, bare)
-        print(json.dumps(res["in_process"]), flush=True)
-        if not args.no_process:
-            print("node as a separate process ...", flush=True)
-            res["process"] = node_process(weights, frames, K, args)
-            print(json.dumps(res["process"]), flush=True)
-        n = res["in_process"]
-        res["summary"] = {
-            "bare_model_ms": n["bare_model_ms"],
-            "node_inference_ms": n["stages_ms"]["inference"],
-            "ros_overhead_ms": n["ros_overhead_ms"],
-            "ros_overhead_pct_of_inference": 100 * n["ros_overhead_ratio"],
-            "e2e_latency_in_process_ms": n["latency_ms"],
-            "e2e_over_bare_model_in_process": n["e2e_over_bare_model"],
-            "e2e_latency_process_ms": res.get("process", {}).get("latency_ms"),
-            "e2e_over_node_inference_process": res.get("process", {}).get("e2e_over_node_inference"),
-            "rate_test": n["rate_test"],
-        }
-        print(json.dumps(res["summary"], indent=1))
+        weight_sets = [("given" if args.weights else "random", weights)]
+        if args.untrained:
+            weight_sets.append(("untrained", untrained_checkpoint(weights, os.path.join(tmp, "untrained.safetensors"))))
+        res["node_params"] = node_params("<weights>", args)
+        res["runs"] = {}
+        for label, w in weight_sets:
+            run = res["runs"][label] = {"weights": w if label != "untrained" else "untrained start (seed 0, bias -5)"}
+            bare = BareModel(w, frames[0], args.device)
+            sets = args.outputs or ["default"]
+            for output_set in sets:
+                print(f"node in-process ({label}, {args.width}x{args.height}, {args.device}, outputs {output_set}) "
+                      f"...", flush=True)
+                key = "in_process" if output_set == sets[0] else f"in_process_{output_set}"
+                run[key] = node_in_process(w, frames, K, args, bare, output_set)
+                print(json.dumps(run[key]), flush=True)
+            if not args.no_process:
+                print("node as a separate process ...", flush=True)
+                run["process"] = node_process(w, frames, K, args)
+                print(json.dumps(run["process"]), flush=True)
+            n = run["in_process"]
+            run["summary"] = {
+                "backend_reason": n["backend_reason"],
+                "bare_model_ms": n["bare_model_ms"],
+                "node_stages_ms": n["stages_ms"],
+                "node_inference_ms": n["stages_ms"]["inference"],
+                "node_postprocess_ms": n["stages_ms"]["postprocess"],
+                "ground_fits_accepted": n["ground_fits_accepted"],
+                "ros_overhead_ms": n["ros_overhead_ms"],
+                "ros_overhead_pct_of_inference": 100 * n["ros_overhead_ratio"],
+                "e2e_latency_in_process_ms": n["latency_ms"],
+                "fps_end_to_end": n["fps_end_to_end"],
+                "fps_inference_only": n["fps_inference_only"],
+                "e2e_fps_over_inference_fps": n["e2e_fps_over_inference_fps"],
+                "e2e_over_bare_model_in_process": n["e2e_over_bare_model"],
+                "e2e_latency_process_ms": run.get("process", {}).get("latency_ms"),
+                "e2e_over_node_inference_process": run.get("process", {}).get("e2e_over_node_inference"),
+                "rate_test": n["rate_test"],
+                "outputs": sets[0],
+            }
+            for output_set in sets[1:]:
+                m = run[f"in_process_{output_set}"]
+                run["summary"][f"ros_overhead_ms_{output_set}"] = m["ros_overhead_ms"]
+                run["summary"][f"ros_overhead_pct_of_inference_{output_set}"] = 100 * m["ros_overhead_ratio"]
+                run["summary"][f"stages_ms_{output_set}"] = m["stages_ms"]
+            print(json.dumps(run["summary"], indent=1))
+        first = next(iter(res["runs"].values()))
+        res["in_process"], res["summary"] = first["in_process"], first["summary"]  # the first weight set's, as before
+        if "process" in first:
+            res["process"] = first["process"]
+        if args.untrained:
+            a, b = res["runs"][weight_sets[0][0]]["summary"], res["runs"]["untrained"]["summary"]
+            res["trained_vs_untrained"] = {
+                k: [a[k], b[k]] for k in ("node_inference_ms", "node_postprocess_ms", "e2e_latency_in_process_ms",
+                                          "fps_end_to_end", "ground_fits_accepted")}
+            print("trained vs untrained: " + json.dumps(res["trained_vs_untrained"]), flush=True)
+        res["load_average_at_end"] = os.getloadavg()
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(res, indent=1) + "\n")

@@ -40,7 +40,9 @@ def main(argv=None) -> int:
     threads = [int(t) for t in args.threads.split(",")]
     precisions = args.precisions.split(",")
     info = machine.describe()
-    native, why = machine.native_bf16(info["cpu_flags"])
+    isa = machine.cpu_isa()
+    native = isa.native_bf16
+    why = f"ISA class {isa.name}: " + ("avx512_bf16 or amx_bf16 present" if native else "no avx512_bf16, no amx_bf16")
     with tempfile.TemporaryDirectory() as tmp:
         drive = render_drive(tmp, 20, seed=3, width=320, height=96, progress=False)
         trainers = {}

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "train",
     "evaluate",
     "export_onnx",
+    "guard",
     "bench",
     "bag_info",
     "bag_extract",

@@ -2,15 +2,17 @@
 estimate, the GPU, library versions and the load average.
 
 Benchmark reports (``dna-depth bench``, the scripts under ``benchmarks/``) record :func:`describe`; the inference
-backends ask :func:`usable_cpus` for their thread count, and the automatic backend choice can read
-:func:`isa_flags`. Everything here is read from the running system (``/proc/cpuinfo``, the affinity mask,
-``importlib.metadata``, torch); nothing is measured.
+backends ask :func:`usable_cpus` for their thread count and :func:`cpu_isa` for the instruction-set class that
+decides which reduced precisions are exact and fast here (``backend: auto``, the int8 kernels' settings).
+Everything here is read from the running system (``/proc/cpuinfo``, the affinity mask, ``importlib.metadata``,
+torch, OpenVINO's CPU plugin when installed); nothing is measured.
 
     python -m dna_depth_core.machine [--device cuda]     # the description as JSON
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import functools
 import importlib.metadata
@@ -25,12 +27,17 @@ from typing import Any, Iterable
 import torch
 
 #: CPU flags that decide which kernels run fast: AVX2/FMA, AVX-512 (foundation, byte/word, vector length), VNNI
-#: (int8 dot products), native bf16 (avx512_bf16, AMX) and fp16.
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
-             "amx_int8", "avx512_fp16")
+#: (int8 dot products that accumulate in int32: avx512_vnni, or avx_vnni on AVX2-only cores), native bf16
+#: (avx512_bf16, AMX) and fp16 (avx512_fp16, amx_fp16).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
+             "amx_bf16", "amx_int8", "avx512_fp16", "amx_fp16")
 
 #: Import names whose installed versions a description lists (``cv2`` is OpenCV, ``dna_depth_core`` this project).
-LIBRARIES = ("torch", "timm", "onnx", "onnxruntime", "numpy", "cv2", "safetensors", "dna_depth_core")
+LIBRARIES = ("torch", "timm", "onnx", "onnxruntime", "openvino", "nncf", "numpy", "cv2", "safetensors",
+             "dna_depth_core")
+
+#: The ISA classes of :attr:`CpuIsa.name`, most capable first.
+ISA_CLASSES = ("amx", "avx512_bf16", "avx512_vnni", "avx512", "avx_vnni", "avx2", "baseline")
 
 
 def usable_cpus() -> int:
@@ -69,15 +76,136 @@ def isa_flags(info: dict[str, str] | None = None) -> dict[str, bool]:
     return {f: f in present for f in ISA_FLAGS}
 
 
-def native_bf16(flags: dict[str, bool] | None = None) -> tuple[bool, str]:
-    """Whether this CPU computes bf16 natively (``avx512_bf16`` or AMX ``amx_bf16``), and the flags that say so:
-    ``(True, "avx512_bf16, amx_bf16")`` or ``(False, "no avx512_bf16 or amx_bf16 (torch would emulate bf16)")``.
-    ``flags``: :func:`isa_flags` (default: this CPU's)."""
-    flags = isa_flags() if flags is None else flags
-    have = [f for f in ("avx512_bf16", "amx_bf16") if flags.get(f)]
-    if have:
-        return True, ", ".join(have)
-    return False, "no avx512_bf16 or amx_bf16 (torch would emulate bf16)"
+@dataclasses.dataclass(frozen=True)
+class CpuIsa:
+    """What a CPU's instruction set means for reduced precision (read by :func:`cpu_isa`).
+
+    ``flags`` are the :data:`ISA_FLAGS` present. The properties are the facts the backends decide on:
+
+    - ``vnni``: an int8 dot product that accumulates in int32 (``vpdpbusd``: avx512_vnni, avx_vnni, or AMX int8).
+      Without it, x86 int8 kernels that multiply uint8 activations by int8 weights (``vpmaddubsw``) add pairs of
+      products into a *saturating* int16 (2 x 255 x 127 = 64770 > 32767): such kernels are wrong for real
+      activations unless the weights use 7 bits (docs/deployment.md, "int8 per ISA").
+    - ``native_bf16``: bf16 arithmetic in hardware (avx512_bf16 or amx_bf16). Elsewhere bf16 is emulated with fp32
+      instructions plus conversions, slower than fp32.
+    - ``amx``: AMX tiles with bf16 or int8.
+    - ``name``: the class of :data:`ISA_CLASSES` (``amx``, ``avx512_bf16``, ``avx512_vnni``, ``avx512``,
+      ``avx_vnni``, ``avx2``, ``baseline``).
+    """
+
+    model: str
+    flags: tuple[str, ...]
+
+    def has(self, flag: str) -> bool:
+        return flag in self.flags
+
+    @property
+    def vnni(self) -> bool:
+        return self.has("avx512_vnni") or self.has("avx_vnni") or self.has("amx_int8")
+
+    @property
+    def native_bf16(self) -> bool:
+        return self.has("avx512_bf16") or self.has("amx_bf16")
+
+    @property
+    def amx(self) -> bool:
+        return self.has("amx_tile") and (self.has("amx_bf16") or self.has("amx_int8"))
+
+    @property
+    def avx512(self) -> bool:
+        return self.has("avx512f")
+
+    @property
+    def name(self) -> str:
+        if self.amx:
+            return "amx"
+        if self.has("avx512_bf16"):
+            return "avx512_bf16"
+        if self.has("avx512_vnni"):
+            return "avx512_vnni"
+        if self.has("avx512f"):
+            return "avx512"
+        if self.has("avx_vnni"):
+            return "avx_vnni"
+        if self.has("avx2") and self.has("fma"):
+            return "avx2"
+        return "baseline"
+
+    def describe(self) -> str:
+        """One line: the class, the model name and the flags present."""
+        return f"{self.name} ({self.model}: {' '.join(self.flags) or 'none of the flags of interest'})"
+
+
+def cpu_isa(info: dict[str, str] | None = None) -> CpuIsa:
+    """The :class:`CpuIsa` of this CPU (``/proc/cpuinfo``, or ``info`` from :func:`cpu_info`). Where the flags
+    cannot be read (not Linux) no flag is present, so every reduced-precision path is treated as unavailable."""
+    info = cpu_info() if info is None else info
+    return isa_from_flags(info.get("flags", ""), cpu_model(info))
+
+
+def isa_from_flags(flags: str | Iterable[str], model: str = "unknown") -> CpuIsa:
+    """A :class:`CpuIsa` from a flag list (a ``/proc/cpuinfo`` line or names): this machine's, or another
+    machine's to build a model for (``--target-isa``) or to reason about."""
+    present = set(flags.split() if isinstance(flags, str) else flags)
+    return CpuIsa(model=model, flags=tuple(f for f in ISA_FLAGS if f in present))
+
+
+#: Flag lists of each ISA class, for building a model for another machine (``isa_for_class``).
+_CLASS_FLAGS = {
+    "amx": "avx2 fma avx512f avx512bw avx512vl avx512_vnni avx512_bf16 amx_tile amx_bf16 amx_int8",
+    "avx512_bf16": "avx2 fma avx512f avx512bw avx512vl avx512_vnni avx512_bf16",
+    "avx512_vnni": "avx2 fma avx512f avx512bw avx512vl avx512_vnni",
+    "avx512": "avx2 fma avx512f avx512bw avx512vl",
+    "avx_vnni": "avx2 fma avx_vnni",
+    "avx2": "avx2 fma",
+    "baseline": "",
+}
+
+
+def isa_for_class(name: str) -> CpuIsa:
+    """A representative :class:`CpuIsa` of the class ``name`` (one of :data:`ISA_CLASSES`); ValueError otherwise."""
+    if name not in _CLASS_FLAGS:
+        raise ValueError(f"ISA class '{name}' unknown; use one of {', '.join(ISA_CLASSES)}")
+    return isa_from_flags(_CLASS_FLAGS[name], model=f"any {name} CPU")
+
+
+@functools.lru_cache(maxsize=1)
+def openvino_capabilities() -> tuple[str, ...]:
+    """OpenVINO's CPU plugin ``OPTIMIZATION_CAPABILITIES`` (e.g. ``FP32``, ``INT8``, ``BF16`` on avx512_bf16/AMX
+    CPUs, ``FP16`` on AMX-FP16), ``()`` when OpenVINO is not installed or has no CPU plugin. Cached."""
+    try:
+        import openvino as ov  # optional dependency: openvino
+    except ImportError:
+        return ()
+    try:
+        return tuple(str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    except Exception:  # noqa: BLE001 - a plugin without the property or without a CPU device
+        return ()
+
+
+def native_bf16(isa: CpuIsa | None = None, capabilities: Iterable[str] | None = None) -> tuple[bool, str]:
+    """``(available, why)``: whether bf16 runs natively here. The kernel's flags (``isa``, default this CPU) must
+    have avx512_bf16 or amx_bf16, and OpenVINO's CPU plugin (``capabilities``, default
+    :func:`openvino_capabilities`; not consulted when empty) must list ``BF16``."""
+    isa = cpu_isa() if isa is None else isa
+    caps = tuple(openvino_capabilities() if capabilities is None else capabilities)
+    if not isa.native_bf16:
+        return False, (f"{isa.model} has no avx512_bf16 and no amx_bf16 (bf16 would be emulated, slower than "
+                       f"fp32)")
+    if caps and "BF16" not in caps:
+        return False, f"the CPU flags allow bf16 but OpenVINO's CPU plugin does not offer it ({', '.join(caps)})"
+    return True, "native bf16 (" + ("AMX" if isa.amx else "avx512_bf16") + ")"
+
+
+def threadpool_info() -> list[dict[str, Any]] | None:
+    """The native thread pools loaded in this process (BLAS, OpenMP) as threadpoolctl reports them (API, library,
+    version, threads), or None without threadpoolctl."""
+    try:
+        import threadpoolctl  # optional dependency: threadpoolctl
+    except ImportError:
+        return None
+    keys = ("user_api", "internal_api", "prefix", "version", "num_threads", "threading_layer", "architecture")
+    return [{k: p.get(k) for k in keys if k in p} for p in threadpoolctl.threadpool_info()]
 
 
 def nominal_ghz(info: dict[str, str] | None = None) -> float | None:
@@ -180,21 +308,27 @@ def gpu_info(device: str | torch.device = "cuda") -> dict[str, Any]:
 def describe(device: str | torch.device = "cpu") -> dict[str, Any]:
     """The machine as one JSON-ready dict.
 
-    Keys: ``date`` (UTC, ISO 8601), ``cpu`` (model name), ``cpu_flags`` (:func:`isa_flags`), ``usable_cpus``,
+    Keys: ``date`` (UTC, ISO 8601), ``cpu`` (model name), ``cpu_flags`` (:func:`isa_flags`), ``isa_class``,
+    ``vnni`` and ``native_bf16`` (:class:`CpuIsa`), ``openvino_capabilities``, ``usable_cpus``,
     ``cpu_count``, ``cpu_ghz_nominal``, ``cpu_peak_gflops_fp32`` and ``cpu_peak_assumptions`` (for the usable
     cores), ``torch_cpu_capability`` (the vector ISA torch dispatches to), ``mkldnn_bf16_supported``,
     ``loadavg_start`` (the load when described; a caller timing something adds ``loadavg_end``), ``python``,
-    ``platform``, ``arch``, ``versions`` (:func:`library_versions`), and for a CUDA ``device`` the
-    :func:`gpu_info` keys.
+    ``platform``, ``arch``, ``versions`` (:func:`library_versions`), ``threadpools`` (:func:`threadpool_info`), and
+    for a CUDA ``device`` the :func:`gpu_info` keys.
     """
     info = cpu_info()
     flags = isa_flags(info)
+    isa = cpu_isa(info)
     ghz = nominal_ghz(info)
     peak, assumptions = cpu_peak_gflops(ghz=ghz, flags=info.get("flags", "").split())
     out: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_model(info),
         "cpu_flags": flags,
+        "isa_class": isa.name,
+        "vnni": isa.vnni,
+        "native_bf16": isa.native_bf16,
+        "openvino_capabilities": list(openvino_capabilities()),
         "usable_cpus": usable_cpus(),
         "cpu_count": os.cpu_count(),
         "cpu_ghz_nominal": ghz,
@@ -207,15 +341,17 @@ def describe(device: str | torch.device = "cpu") -> dict[str, Any]:
         "platform": platform.platform(),
         "arch": platform.machine(),
         "versions": library_versions(),
+        "threadpools": threadpool_info(),
     }
     if str(device).startswith("cuda"):
         out.update(gpu_info(device))
     return out
 
 
-__all__ = ["ISA_FLAGS", "LIBRARIES", "cpu_info", "cpu_model", "cpu_peak_gflops", "describe", "gpu_info",
-           "isa_flags", "library_version", "library_versions", "load_average", "native_bf16", "nominal_ghz",
-           "usable_cpus"]
+__all__ = ["CpuIsa", "ISA_CLASSES", "ISA_FLAGS", "LIBRARIES", "cpu_info", "cpu_isa", "cpu_model", "cpu_peak_gflops",
+           "describe", "gpu_info", "isa_flags", "isa_for_class", "isa_from_flags", "library_version",
+           "library_versions", "load_average", "native_bf16", "nominal_ghz", "openvino_capabilities",
+           "threadpool_info", "usable_cpus"]
 
 
 def main(argv: list[str] | None = None) -> int:

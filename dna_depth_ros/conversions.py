@@ -6,11 +6,15 @@ this module adds what needs the rclpy message classes:
 
 - :func:`image_to_rgb`: Image or CompressedImage -> ``(H, W, 3)`` uint8 RGB through the core decoder; encodings
   it does not know go through cv_bridge when that is importable.
-- :func:`rgb_to_image`, :func:`depth_to_image`: numpy -> ``sensor_msgs/Image`` (depth: ``32FC1`` metres, NaN
-  invalid; or ``16UC1`` millimetres, 0 invalid).
+- :func:`rgb_to_image`, :func:`depth_to_image`: numpy -> ``sensor_msgs/Image`` (depth: ``32FC1`` metres with the
+  REP 117 values ``+inf`` / ``-inf`` / NaN; or ``16UC1`` millimetres, 0 invalid as REP 118 says).
 - :func:`make_camera_info`: ``K`` (3, 3) -> ``sensor_msgs/CameraInfo`` of an undistorted image.
 - :func:`points_to_cloud` / :func:`cloud_to_arrays`: organised ``(H, W, 3)`` points (+ RGB) <->
-  ``sensor_msgs/PointCloud2`` (fields x, y, z float32 and optionally rgb packed as in PCL).
+  ``sensor_msgs/PointCloud2`` (fields x, y, z float32 and optionally rgb packed as in PCL);
+  :func:`point_list_to_cloud`: an unorganised ``(N, 3)`` list of points (obstacles, ground).
+- :func:`scan_to_laser_scan`: a core :class:`~dna_depth_core.inference.ground.Scan` -> ``sensor_msgs/LaserScan``.
+- :func:`scale_status` / :func:`scale_to_diagnostics`: a core :class:`~dna_depth_core.inference.ScaleState` ->
+  ``diagnostic_msgs/DiagnosticStatus`` (and a stamped ``DiagnosticArray`` holding it).
 
 Pixel and camera conventions are the project's (docs/conventions.md): optical frame, ``(u, v)`` with the origin at
 the centre of the top-left pixel.
@@ -19,14 +23,19 @@ from __future__ import annotations
 
 import array
 import sys
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from dna_depth_core.ros_images import DEPTH_ENCODINGS, ConversionError, decode
+
+if TYPE_CHECKING:  # annotations only: importing the inference package would load torch
+    from dna_depth_core.inference import ScaleState, Scan
 
 __all__ = [
     "ConversionError",
@@ -37,7 +46,12 @@ __all__ = [
     "depth_to_image",
     "make_camera_info",
     "points_to_cloud",
+    "point_list_to_cloud",
     "cloud_to_arrays",
+    "scan_to_laser_scan",
+    "scale_status",
+    "scale_to_diagnostics",
+    "SCALE_STATUS_NAME",
 ]
 
 NATIVE_BIG_ENDIAN = sys.byteorder == "big"
@@ -133,8 +147,11 @@ def rgb_to_image(rgb: np.ndarray, header: Header, encoding: str = "rgb8") -> Ima
 def depth_to_image(depth: np.ndarray, header: Header, encoding: str = "32FC1") -> Image:
     """Depth ``(H, W)`` in metres -> ``sensor_msgs/Image``.
 
-    - ``32FC1``: metres, NaN where invalid (REP 118). Invalid = not finite or ``<= 0``.
-    - ``16UC1``: millimetres rounded to the nearest integer, 0 where invalid or beyond 65.535 m (REP 117).
+    - ``32FC1``: metres; ``+inf`` (beyond range) and ``-inf`` (nearer than the minimum) pass through as REP 117
+      defines them (:func:`dna_depth_core.inference.rep117_depth` makes them); NaN and values ``<= 0`` are NaN (no
+      measurement).
+    - ``16UC1``: millimetres rounded to the nearest integer, 0 for every invalid pixel (NaN, infinite, ``<= 0``)
+      and beyond 65.535 m (REP 118: an integer image has no room for the REP 117 values).
     """
     depth = np.asarray(depth)
     if depth.ndim != 2 or depth.size == 0:
@@ -142,7 +159,8 @@ def depth_to_image(depth: np.ndarray, header: Header, encoding: str = "32FC1") -
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(depth) & (depth > 0)
     if encoding == "32FC1":
-        px = np.where(valid, depth, np.nan).astype(np.float32)
+        keep = valid | np.isinf(depth)
+        px = np.where(keep, depth, np.nan).astype(np.float32)
     elif encoding == "16UC1":
         with np.errstate(invalid="ignore"):
             mm = np.where(valid, np.rint(depth.astype(np.float64) * 1000.0), 0.0)
@@ -209,10 +227,28 @@ def points_to_cloud(points: np.ndarray, header: Header, rgb: np.ndarray | None =
                        data=_byte_array(buf), is_dense=False)
 
 
+def point_list_to_cloud(points: np.ndarray, header: Header) -> PointCloud2:
+    """An unorganised list of points ``(N, 3)`` -> PointCloud2 with ``height = 1``, ``width = N`` (0 allowed: an
+    empty cloud still tells a costmap that nothing was seen), fields ``x, y, z`` float32, ``is_dense`` true when
+    every point is finite."""
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must have shape (N, 3), got {points.shape}")
+    buf = np.ascontiguousarray(points, dtype=np.float32)
+    n = len(buf)
+    fields = [PointField(name=c, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, c in enumerate("xyz")]
+    return PointCloud2(header=copy_header(header), height=1, width=n, fields=fields,
+                       is_bigendian=NATIVE_BIG_ENDIAN, point_step=12, row_step=12 * n, data=_byte_array(buf),
+                       is_dense=bool(np.isfinite(buf).all()))
+
+
 def cloud_to_arrays(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray | None]:
     """PointCloud2 with float32 ``x, y, z`` (and optionally a packed ``rgb``) -> ``(xyz (H, W, 3) float32,
-    rgb (H, W, 3) uint8 or None)``. Honours point_step, row_step and byte order."""
+    rgb (H, W, 3) uint8 or None)``. Honours point_step, row_step and byte order. An unorganised cloud of no points
+    (``height`` 1, ``width`` 0) gives ``(1, 0, 3)``."""
     h, w = int(msg.height), int(msg.width)
+    if h == 1 and w == 0 and {f.name for f in msg.fields} >= set("xyz"):
+        return np.zeros((1, 0, 3), np.float32), None
     if h <= 0 or w <= 0:
         raise ConversionError(f"empty point cloud: {w}x{h}")
     fields = {f.name: f for f in msg.fields}
@@ -236,3 +272,71 @@ def cloud_to_arrays(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray | None]:
         packed = field("rgb", "u4")
         rgb = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=-1).astype(np.uint8)
     return xyz, rgb
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Laser scan
+# ----------------------------------------------------------------------------------------------------------------
+def scan_to_laser_scan(scan: Scan, header: Header, frame_id: str) -> LaserScan:
+    """A core :class:`~dna_depth_core.inference.ground.Scan` -> ``sensor_msgs/LaserScan`` with ``header``'s stamp
+    and ``frame_id`` (the levelled frame the scan is measured in). All beams are measured at once (a camera frame):
+    ``time_increment`` and ``scan_time`` are 0. Ranges keep the REP 117 values; no intensities."""
+    if not frame_id:
+        raise ValueError("frame_id of the scan is empty")
+    ranges = np.ascontiguousarray(scan.ranges, dtype=np.float32)
+    msg = LaserScan()
+    msg.header = Header(stamp=Time(sec=int(header.stamp.sec), nanosec=int(header.stamp.nanosec)),
+                        frame_id=str(frame_id))
+    msg.angle_min, msg.angle_max = float(scan.angle_min), float(scan.angle_max)
+    msg.angle_increment = float(scan.angle_increment)
+    msg.time_increment, msg.scan_time = 0.0, 0.0
+    msg.range_min, msg.range_max = float(scan.range_min), float(scan.range_max)
+    msg.ranges = array.array("f", ranges.tobytes())
+    return msg
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scale state
+# ----------------------------------------------------------------------------------------------------------------
+SCALE_STATUS_NAME = "dna_depth: metric scale"
+
+
+def scale_status(state: ScaleState, hardware_id: str = "") -> DiagnosticStatus:
+    """The scale's state as a ``diagnostic_msgs/DiagnosticStatus`` named :data:`SCALE_STATUS_NAME`.
+
+    Level: OK when the depth is metric and (frozen or converged); WARN while the scale is relative (``none``),
+    has no measurement yet, or has not converged. ``values`` (KeyValue, strings): ``mode``, ``value`` (the
+    factor applied, ``%.6g``), ``metric``, ``converged``, ``frozen``, ``withheld`` (``true``/``false``),
+    ``measured``, ``rejected``, ``failed`` (frame counts), ``last_measurement`` and ``spread`` (``%.6g``, empty
+    when there is none).
+    """
+    def flag(b: bool) -> str:
+        return "true" if b else "false"
+
+    def num(x) -> str:
+        return "" if x is None else f"{x:.6g}"
+
+    if state.mode == "none":
+        level, message = DiagnosticStatus.WARN, "relative depth (scale.mode none): not metres"
+    elif not state.metric:
+        level, message = DiagnosticStatus.WARN, "no ground-plane measurement yet: depth is not metric"
+    elif state.frozen:
+        level, message = DiagnosticStatus.OK, f"metric, frozen at {state.value:.4g}"
+    elif state.converged:
+        level, message = DiagnosticStatus.OK, f"metric, converged at {state.value:.4g}"
+    else:
+        level, message = DiagnosticStatus.WARN, f"metric, not converged yet ({state.value:.4g})"
+    if state.withheld:
+        message += "; depth withheld"
+    values = [("mode", state.mode), ("value", num(state.value)), ("metric", flag(state.metric)),
+              ("converged", flag(state.converged)), ("frozen", flag(state.frozen)),
+              ("withheld", flag(state.withheld)), ("measured", str(state.measured)),
+              ("rejected", str(state.rejected)), ("failed", str(state.failed)),
+              ("last_measurement", num(state.last_measurement)), ("spread", num(state.spread))]
+    return DiagnosticStatus(level=level, name=SCALE_STATUS_NAME, message=message, hardware_id=hardware_id,
+                            values=[KeyValue(key=k, value=v) for k, v in values])
+
+
+def scale_to_diagnostics(state: ScaleState, header: Header, hardware_id: str = "") -> DiagnosticArray:
+    """A ``DiagnosticArray`` stamped with the frame's header holding the one :func:`scale_status`."""
+    return DiagnosticArray(header=copy_header(header), status=[scale_status(state, hardware_id)])

@@ -34,11 +34,12 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from dna_depth_ros import conversions as conv
 from dna_depth_ros.depth_node import DepthNode
+from dna_depth_ros import outputs as node_outputs
 
 __all__ = [
     "OUTPUT_TYPES",
@@ -50,18 +51,15 @@ __all__ = [
     "loopback_env",
     "make_header",
     "node_command",
+    "process_memory",
     "stamp_key",
 ]
 
 # The node's output topics (relative to its namespace) and their message types.
-OUTPUT_TYPES: dict[str, type] = {
-    "depth": Image,
-    "depth/camera_info": CameraInfo,
-    "points": PointCloud2,
-    "depth/colored": Image,
-}
+OUTPUT_TYPES: dict[str, type] = {node_outputs.OUTPUT_TOPICS[name]: node_outputs.OUTPUT_TYPES[name]
+                                 for name in node_outputs.OUTPUT_TOPICS}
 # The outputs a default-configured node publishes for a frame with intrinsics.
-DEFAULT_OUTPUTS = ("depth", "depth/camera_info", "points")
+DEFAULT_OUTPUTS = ("depth/image", "depth/camera_info", "points")
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -160,10 +158,16 @@ class Graph:
         self.executor.add_node(node)
         return node
 
-    def start_node(self, namespace: str = "", params: dict | None = None) -> DepthNode:
-        """A :class:`DepthNode` in this process and graph, with ``params`` (name -> value) as overrides."""
+    def start_node(self, namespace: str = "", params: dict | None = None,
+                   remaps: dict | None = None) -> DepthNode:
+        """A :class:`DepthNode` in this process and graph, with ``params`` (name -> value) as overrides and
+        ``remaps`` (from -> to) as its remapping rules (``--ros-args -r from:=to``)."""
         overrides = [Parameter(name, value=value) for name, value in (params or {}).items()]
-        return self.add_node(DepthNode(context=self.context, namespace=namespace, parameter_overrides=overrides))
+        cli_args = None
+        if remaps:
+            cli_args = ["--ros-args"] + [a for k, v in remaps.items() for a in ("-r", f"{k}:={v}")]
+        return self.add_node(DepthNode(context=self.context, namespace=namespace, parameter_overrides=overrides,
+                                       cli_args=cli_args))
 
     # -- publishing -----------------------------------------------------------------------------------------
     def publisher(self, topic: str, msg_type, reliable: bool = True):
@@ -232,6 +236,11 @@ class Graph:
         """When the first message of ``topic`` with ``stamp`` arrived (``time.perf_counter()``), or None."""
         with self._lock:
             return self._arrivals.get(topic, {}).get(stamp_key(stamp))
+
+    def arrivals(self, topic: str) -> dict[tuple[int, int], float]:
+        """Every stamp received on ``topic`` -> when its first message arrived (``time.perf_counter()``)."""
+        with self._lock:
+            return dict(self._arrivals.get(topic, {}))
 
     def completed(self, stamp: Any, topics: Iterable[str]) -> float | None:
         """The arrival time of the last of ``topics`` for ``stamp`` once every one has arrived, else None."""
@@ -369,21 +378,42 @@ class Camera:
 # ----------------------------------------------------------------------------------------------------------------
 # The node as a separate process
 # ----------------------------------------------------------------------------------------------------------------
-def node_command() -> list[str]:
-    """The command that starts ``depth_node``: the console script beside this interpreter (or on PATH), else
-    ``python -m dna_depth_ros.depth_node``."""
-    exe = shutil.which("depth_node", path=os.path.dirname(sys.executable)) or shutil.which("depth_node")
-    return [exe] if exe else [sys.executable, "-m", "dna_depth_ros.depth_node"]
+#: The package's node executables and their modules.
+EXECUTABLES = {"depth_node": "dna_depth_ros.depth_node", "depth_lifecycle_node": "dna_depth_ros.lifecycle_node"}
+
+
+def node_command(executable: str = "depth_node") -> list[str]:
+    """The command that starts ``executable`` (``depth_node`` or ``depth_lifecycle_node``): the console script
+    beside this interpreter (or on PATH), else ``python -m`` its module."""
+    exe = shutil.which(executable, path=os.path.dirname(sys.executable)) or shutil.which(executable)
+    return [exe] if exe else [sys.executable, "-m", EXECUTABLES[executable]]
+
+
+def process_memory(pid: int) -> dict[str, float]:
+    """``{"rss_mb": ..., "peak_rss_mb": ...}`` of a running process (``VmRSS``, ``VmHWM`` of /proc/PID/status,
+    in MiB); empty once it has exited."""
+    try:
+        text = open(f"/proc/{int(pid)}/status").read()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out["rss_mb" if key == "VmRSS" else "peak_rss_mb"] = int(value.split()[0]) / 1024.0
+    return out
 
 
 class NodeProcess:
     """``depth_node`` in its own process, in a loopback-only graph (:func:`loopback_env`), output captured.
 
     ``namespace``, ``params_file``, ``params`` (name -> value, as ``-p name:=value``) and ``remaps``
-    (from -> to) become ``--ros-args``; ``extra_args`` are appended after them."""
+    (from -> to) become ``--ros-args``; ``extra_args`` are appended after them. ``executable``: ``depth_node``
+    or ``depth_lifecycle_node``; ``env``: extra environment variables (e.g. ``FASTDDS_DEFAULT_PROFILES_FILE``)."""
 
     def __init__(self, namespace: str | None = None, params: dict | None = None, params_file: str | None = None,
-                 remaps: dict | None = None, domain_id: int | None = None, extra_args: Iterable[str] = ()):
+                 remaps: dict | None = None, domain_id: int | None = None, extra_args: Iterable[str] = (),
+                 executable: str = "depth_node", env: dict | None = None):
         args = ["--ros-args"]
         if namespace:
             args += ["-r", f"__ns:={namespace}"]
@@ -393,10 +423,22 @@ class NodeProcess:
             args += ["-p", f"{name}:={value}"]
         for src, dst in (remaps or {}).items():
             args += ["-r", f"{src}:={dst}"]
-        self.command = node_command() + args + list(extra_args)
-        self.proc = subprocess.Popen(self.command, env=loopback_env(domain_id), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        self.output = ""
+        self.command = node_command(executable) + args + list(extra_args)
+        self.proc = subprocess.Popen(self.command, env={**loopback_env(domain_id), **(env or {})},
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # A thread drains the output as it comes, so a long-running node never blocks on a full pipe.
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._lines.append(line)
+
+    @property
+    def output(self) -> str:
+        """What the process printed so far (stdout and stderr)."""
+        return "".join(self._lines)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -405,16 +447,30 @@ class NodeProcess:
     def returncode(self) -> int | None:
         return self.proc.poll()
 
+    def memory(self) -> dict[str, float]:
+        """The process's current and peak resident memory (:func:`process_memory`)."""
+        return process_memory(self.proc.pid)
+
     def wait(self, timeout: float = 120.0) -> tuple[int, str]:
         """Wait for the process to exit by itself: ``(return code, output)``."""
-        self.output += self.proc.communicate(timeout=timeout)[0] or ""
+        self.proc.wait(timeout=timeout)
+        self._reader.join(10)
         return self.proc.returncode, self.output
 
     def stop(self, timeout: float = 30.0) -> tuple[int, str]:
-        """Interrupt (SIGINT, as Ctrl-C: the node logs its statistics) and wait: ``(return code, output)``."""
+        """Interrupt (SIGINT, as Ctrl-C: the node logs its statistics) and wait: ``(return code, output)``.
+
+        A node still running after ``timeout`` is asked for its threads' stacks (SIGUSR1, see
+        :mod:`dna_depth_ros.cli`) and :class:`TimeoutError` is raised with the end of its output."""
         if self.alive():
             self.proc.send_signal(signal.SIGINT)
-        return self.wait(timeout)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(2.0)
+            raise TimeoutError(f"the node did not stop within {timeout:g} s after SIGINT; its output ends with:\n"
+                               f"{self.output[-6000:]}") from None
 
     def kill(self) -> None:
         if self.alive():

@@ -1,7 +1,13 @@
 """Shared test fixtures."""
+import array
+
+import cv2
 import numpy as np
 import pytest
 import torch
+from sensor_msgs.msg import CameraInfo
+
+from dna_depth_core.data.kitti import read_calib_file
 
 
 def _rot_y(deg: float) -> np.ndarray:
@@ -92,6 +98,22 @@ def lite0_checkpoint(directory, height: int, width: int, seed: int = 0) -> str:
     return str(path)
 
 
+def image_dependent_decoder(net):
+    """Re-draw the decoder's convolutions (not the heads) of a depth network with variance 1/fan_in, in place.
+
+    A freshly initialised DNA decoder forgets the image: each random convolution shrinks the signal (~x0.3) and after
+    ~30 of them the disparity is the same for any input (to 1e-7), so no int8 error, nor a wrongly prepared
+    calibration image, could change it. With this draw the disparity depends on the image (0.27..0.55 over
+    synthetic street frames, per-image std 0.03), as a trained network's does (int8 and OpenVINO tests).
+    """
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, m in net.decoder.named_modules():
+            if isinstance(m, torch.nn.Conv2d) and not name.startswith("heads"):
+                m.weight.normal_(0.0, (1.0 / m.weight[0].numel()) ** 0.5, generator=gen)
+    return net
+
+
 @pytest.fixture
 def one_torch_thread():
     """One intra-op torch thread for the test: on a shared 2-core machine multi-threaded torch is erratic and slower."""
@@ -99,3 +121,35 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The node tests' camera: the real KITTI frames of ../shared and a small random network
+# ------------------------------------------------------------------------------------------------------------------
+KITTI = "data/kitti_tiny/2011_09_26"  # in ../shared
+NET_H, NET_W = 64, 224
+FRAME_ID = "kitti_cam2_optical_frame"
+
+
+@pytest.fixture(scope="module")
+def kitti():
+    """The 7 real frames (RGB) and a CameraInfo built from calib_cam_to_cam.txt (camera 2, rectified)."""
+    calib = read_calib_file(require_shared(f"{KITTI}/calib_cam_to_cam.txt"))
+    drive = require_shared(f"{KITTI}/2011_09_26_drive_0023_sync/image_02/data")
+    P = calib["P_rect_02"].reshape(3, 4)
+    w, h = (int(x) for x in calib["S_rect_02"])
+    frames = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(drive.glob("*.png"))]
+    assert len(frames) == 7 and frames[0].shape == (h, w, 3) == (375, 1242, 3)
+    info = CameraInfo(width=w, height=h, distortion_model="plumb_bob")
+    info.header.frame_id = FRAME_ID
+    info.k = P[:, :3].reshape(-1).copy()
+    info.p = P.reshape(-1).copy()
+    info.r = np.eye(3).reshape(-1)
+    info.d = array.array("d", [0.0] * 5)
+    return {"frames": frames, "info": info, "K": P[:, :3].copy(), "size": (w, h)}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A random dna_lite0 checkpoint at NET_H x NET_W (the node tests' network)."""
+    return lite0_checkpoint(tmp_path_factory.mktemp("ckpt"), NET_H, NET_W)

@@ -1,4 +1,6 @@
 """The inference backends (torch, onnxruntime) and the one backend registry (a small model at 64x96)."""
+import platform
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,8 @@ from dna_depth_core.backends import (
     register_backend,
     torch_backend_factory,
 )
-from dna_depth_core.backends import registry as backend_registry
+from dna_depth_core import machine
+from dna_depth_core.backends import select_backend
 
 H, W = 64, 96
 
@@ -120,20 +123,24 @@ def test_torch_backend_variants_and_factories(net, checkpoint, static_onnx):
     assert np.abs(tb(x) - ref).max() < 1e-4
     ob = onnxruntime_backend_factory(str(static_onnx[0]), device="cpu")
     assert ob.config == net.config and np.abs(ob(x) - ref).max() < 1e-4
-    assert recommended_backend("cpu") == "onnxruntime"
+    assert recommended_backend("cpu", isa=machine.isa_for_class("avx512_vnni")) == "onnxruntime"
     auto = create_backend("auto", str(static_onnx[0]), device="cpu")
-    assert auto.name == "onnxruntime" and np.abs(auto(x) - ref).max() < 1e-4
+    assert auto.name == recommended_backend("cpu", str(static_onnx[0])) and np.abs(auto(x) - ref).max() < 1e-4
+    assert auto.reason.startswith(f"backend auto: {auto.name} fp32 (fp32 on {machine.cpu_isa().name}")
 
 
 def test_the_registry_is_one_and_builds_by_name(checkpoint, static_onnx):
-    assert list_backends() == ["auto", "onnxruntime", "torch"]
+    assert list_backends() == ["auto", "onnxruntime", "openvino", "torch"]
     assert not hasattr(inference, "BACKENDS")  # DepthEstimator keeps no registry of its own: it calls create_backend
     t = create_backend("torch", str(checkpoint), device="cpu")
     assert isinstance(t, TorchBackend) and t.channels_last  # the factory's CPU default
     assert isinstance(create_backend("onnxruntime", str(checkpoint), device="cpu"), OnnxBackend)
-    assert isinstance(create_backend("auto", str(checkpoint), device="cpu"), OnnxBackend)  # CPU: onnxruntime
+    # auto on the CPU: the runtime of the selection rule for this CPU's ISA class (test_auto_choice).
+    expected = {"onnxruntime": OnnxBackend, "openvino": backends.OpenVinoBackend, "torch": TorchBackend}
+    assert isinstance(create_backend("auto", str(checkpoint), device="cpu"),
+                      expected[recommended_backend("cpu", str(checkpoint))])
     assert isinstance(t, backends.Backend)  # the interface, checked structurally
-    with pytest.raises(ValueError, match="backend 'tensorrt' unknown; available: auto, onnxruntime, torch"):
+    with pytest.raises(ValueError, match="backend 'tensorrt' unknown; available: auto, onnxruntime, openvino, torch"):
         create_backend("tensorrt", str(checkpoint))
     with pytest.raises(ValueError, match="no checkpoint path given"):
         create_backend("onnxruntime", None, device="cpu")
@@ -162,18 +169,26 @@ def test_registering_a_backend(checkpoint):
                              ("auto", factory, "automatic choice"), ("x", 42, "must be callable")]:
         with pytest.raises(ValueError, match=match):
             register_backend(name, fac)
-    assert list_backends() == ["auto", "onnxruntime", "torch"]
+    assert list_backends() == ["auto", "onnxruntime", "openvino", "torch"]
 
 
-def test_auto_choice(static_onnx, monkeypatch):
+def test_auto_choice(static_onnx):
+    """The auto rule per ISA class and installed runtimes (docs/deployment.md): fp32 on OpenVINO without AVX-512
+    (measured faster there), on onnxruntime with AVX-512; torch when neither runtime is installed."""
     path = static_onnx[0]
-    assert recommended_backend("cpu") == "onnxruntime"
-    assert recommended_backend("cpu", str(path)) == "onnxruntime"
-    assert recommended_backend("cpu", path.read_bytes()) == "onnxruntime"
-    # Without onnxruntime the CPU runs torch; an .onnx file still needs onnxruntime.
-    monkeypatch.setattr(backend_registry, "onnxruntime_available", lambda: False)
-    assert recommended_backend("cpu") == "torch"
-    assert recommended_backend("cpu", "model.safetensors") == "torch"
-    assert recommended_backend("cpu", "model.onnx") == "onnxruntime"
+    both, ort_only, none = ({"onnxruntime": True, "openvino": True}, {"onnxruntime": True, "openvino": False},
+                            {"onnxruntime": False, "openvino": False})
+    avx2, avx512 = machine.isa_for_class("avx2"), machine.isa_for_class("avx512_vnni")
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    for source in (None, str(path), path.read_bytes(), "model.safetensors"):
+        assert recommended_backend("cpu", source, isa=avx512, have=both) == "onnxruntime"
+        assert recommended_backend("cpu", source, isa=avx2, have=both) == ("openvino" if x86 else "onnxruntime")
+        assert recommended_backend("cpu", source, isa=avx2, have=ort_only) == "onnxruntime"
+    assert recommended_backend("cpu", isa=avx2, have=none) == "torch"
+    assert recommended_backend("cpu", "model.safetensors", isa=avx512, have=none) == "torch"
+    assert recommended_backend("cpu", "model.onnx", isa=avx2, have=none) == "onnxruntime"  # names what is missing
+    choice = select_backend("cpu", str(path), isa=avx2, have=ort_only)
+    assert (choice.backend, choice.precision) == ("onnxruntime", "fp32")
+    assert "avx2" in choice.reason and "no avx512_bf16 and no amx_bf16" in choice.reason
     if torch.cuda.is_available():
         assert recommended_backend("cuda") == "torch"

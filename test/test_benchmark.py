@@ -73,6 +73,15 @@ def test_int8_benchmark_variant():
     assert BackendSpec.parse("ort+INT8").dtype == "int8" and BackendSpec.parse("onnxruntime").dtype == "fp32"
     with pytest.raises(ValueError, match="unknown onnxruntime option"):
         BackendSpec.parse("onnxruntime+fp16")
+    # OpenVINO, the graph clean-ups' baseline (raw), 7-bit onnxruntime int8 and auto.
+    assert BackendSpec.parse("ov+int8").name == "openvino+int8" and BackendSpec.parse("openvino+bf16").dtype == "bf16"
+    assert BackendSpec.parse("ort+rr+int8").name == "onnxruntime+int8+rr"
+    assert BackendSpec.parse("openvino+raw").raw and BackendSpec.parse("auto").kind == "auto"
+    for bad, msg in [("openvino+cl", "unknown openvino option"), ("onnxruntime+raw+int8", "raw .* fp32 variant"),
+                     ("onnxruntime+rr", "rr .* int8 option"), ("auto+int8", "auto takes no options")]:
+        with pytest.raises(ValueError, match=msg):
+            BackendSpec.parse(bad)
+
     frames = synthetic_calibration_frames(64, 32, 2)
     assert len(frames) == 2 and frames[0].shape == (32, 64, 3) and frames[0].dtype == np.uint8
     assert not np.array_equal(frames[0], frames[1])
@@ -110,8 +119,8 @@ def test_report_table_and_files(tmp_path):
                            "fps": 81.0, "gflops_per_s": 486.0, "peak_mem_mb": 100.0, "max_abs_diff": 0.0,
                            "error": None}]}
     table = format_table(report).splitlines()
-    assert table[0].split()[:4] == ["model", "backend", "params", "(M)"]
-    assert table[2].split() == ["m", "torch", "2.000", "3.00", "12.3", "13.0", "11.0", "81.00", "486.0", "100",
+    assert table[0].split()[:5] == ["model", "backend", "precision", "params", "(M)"]
+    assert table[2].split() == ["m", "torch", "-", "2.000", "3.00", "12.3", "13.0", "11.0", "81.00", "486.0", "100",
                                 "0.0e+00"]
     write_report(report, json_path=str(tmp_path / "r.json"))
     assert json.loads((tmp_path / "r.json").read_text()) == report

@@ -193,22 +193,24 @@ def test_bad_compressed_images_are_named(rgb):
 # ----------------------------------------------------------------------------------------------------------------
 # Depth images
 # ----------------------------------------------------------------------------------------------------------------
-def test_depth_32fc1_is_metres_with_nan_invalid(header):
-    depth = np.array([[1.5, np.nan, -2.0], [0.0, np.inf, 70.25]], np.float32)
+def test_depth_32fc1_is_metres_with_the_rep117_values(header):
+    depth = np.array([[1.5, np.nan, -2.0, -np.inf], [0.0, np.inf, 70.25, 3.0]], np.float32)
     msg = conv.depth_to_image(depth, header, "32FC1")
-    assert (msg.encoding, msg.height, msg.width, msg.step) == ("32FC1", 2, 3, 12)
+    assert (msg.encoding, msg.height, msg.width, msg.step) == ("32FC1", 2, 4, 16)
     assert msg.is_bigendian == (sys.byteorder == "big")
-    raw = np.frombuffer(bytes(msg.data), dtype=np.float32).reshape(2, 3)
-    np.testing.assert_array_equal(raw, [[1.5, np.nan, np.nan], [np.nan, np.nan, 70.25]])
-    np.testing.assert_array_equal(ros_images.decode_depth(msg), raw)
+    raw = np.frombuffer(bytes(msg.data), dtype=np.float32).reshape(2, 4)
+    # +inf (beyond range) and -inf (too near) pass through; NaN and <= 0 are NaN (no measurement).
+    np.testing.assert_array_equal(raw, [[1.5, np.nan, np.nan, -np.inf], [np.nan, np.inf, 70.25, 3.0]])
+    # The core's depth reader (ground truth from bags) takes only measured depth: the REP 117 values read as NaN.
+    np.testing.assert_array_equal(ros_images.decode_depth(msg), np.where(np.isfinite(raw), raw, np.nan))
 
 
 def test_depth_16uc1_is_millimetres_with_zero_invalid(header):
-    depth = np.array([[1.2344, 1.2346, np.nan], [-1.0, 65.535, 65.536]], np.float32)
+    depth = np.array([[1.2344, 1.2346, np.nan, np.inf], [-1.0, 65.535, 65.536, -np.inf]], np.float32)
     msg = conv.depth_to_image(depth, header, "16UC1")
-    assert (msg.encoding, msg.step) == ("16UC1", 6)
-    raw = np.frombuffer(bytes(msg.data), dtype=np.uint16).reshape(2, 3)
-    np.testing.assert_array_equal(raw, [[1234, 1235, 0], [0, 65535, 0]])
+    assert (msg.encoding, msg.step) == ("16UC1", 8)
+    raw = np.frombuffer(bytes(msg.data), dtype=np.uint16).reshape(2, 4)
+    np.testing.assert_array_equal(raw, [[1234, 1235, 0, 0], [0, 65535, 0, 0]])
     back = ros_images.decode_depth(msg)
     np.testing.assert_allclose(back[0, :2], [1.234, 1.235])
     assert np.isnan(back[0, 2]) and np.isnan(back[1, 0]) and np.isnan(back[1, 2])
@@ -338,6 +340,61 @@ def test_cloud_shape_errors(header):
         conv.points_to_cloud(np.ones((4, 3)), header)
     with pytest.raises(ValueError, match="rgb must be"):
         conv.points_to_cloud(np.ones((2, 2, 3)), header, np.ones((3, 2, 3), np.uint8))
+
+
+def test_point_list_cloud(header):
+    pts = np.array([[1.0, 2.0, 3.0], [-0.5, 0.25, 8.0]], np.float32)
+    msg = conv.point_list_to_cloud(pts, header)
+    assert (msg.height, msg.width, msg.point_step, msg.row_step, msg.is_dense) == (1, 2, 12, 24, True)
+    np.testing.assert_array_equal(np.frombuffer(bytes(msg.data), np.float32).reshape(2, 3), pts)
+    xyz, _ = conv.cloud_to_arrays(msg)
+    np.testing.assert_array_equal(xyz[0], pts)
+    empty = conv.point_list_to_cloud(np.zeros((0, 3), np.float32), header)
+    assert (empty.height, empty.width, len(empty.data), empty.is_dense) == (1, 0, 0, True)
+    assert conv.cloud_to_arrays(empty)[0].shape == (1, 0, 3)
+    assert not conv.point_list_to_cloud(np.array([[np.inf, 0.0, 1.0]]), header).is_dense
+    with pytest.raises(ValueError, match=r"points must have shape \(N, 3\)"):
+        conv.point_list_to_cloud(np.ones((2, 2, 3)), header)
+
+
+def test_laser_scan_message(header):
+    from dna_depth_core.inference import Scan
+
+    ranges = np.array([np.nan, np.inf, 2.5, -np.inf, 7.75], np.float32)
+    scan = Scan(angle_min=-0.4, angle_max=0.4, angle_increment=0.2, range_min=0.3, range_max=8.0, ranges=ranges)
+    msg = conv.scan_to_laser_scan(scan, header, "camera_level")
+    assert msg.header.frame_id == "camera_level" and msg.header.stamp.nanosec == 567
+    assert (msg.angle_min, msg.angle_max, msg.range_min, msg.range_max) == pytest.approx((-0.4, 0.4, 0.3, 8.0))
+    assert msg.angle_increment == pytest.approx(0.2) and msg.time_increment == 0.0 and msg.scan_time == 0.0
+    # LaserScan's own rule: angle_max = angle_min + (len(ranges) - 1) * angle_increment.
+    assert msg.angle_min + (len(msg.ranges) - 1) * msg.angle_increment == pytest.approx(msg.angle_max)
+    np.testing.assert_array_equal(np.asarray(msg.ranges, np.float32), ranges)
+    assert len(msg.intensities) == 0
+    with pytest.raises(ValueError, match="frame_id of the scan is empty"):
+        conv.scan_to_laser_scan(scan, header, "")
+
+
+def test_scale_status(header):
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from dna_depth_core.inference import ScaleState
+
+    frozen = ScaleState(mode="camera_height", value=2.94412, metric=True, measured=21, rejected=2, failed=1,
+                        converged=True, frozen=True, last_measurement=2.81, spread=0.07)
+    status = conv.scale_status(frozen, hardware_id="cam0")
+    assert status.level == DiagnosticStatus.OK and status.name == conv.SCALE_STATUS_NAME
+    assert status.hardware_id == "cam0" and "frozen at 2.944" in status.message
+    values = {kv.key: kv.value for kv in status.values}
+    assert values == {"mode": "camera_height", "value": "2.94412", "metric": "true", "converged": "true",
+                      "frozen": "true", "withheld": "false", "measured": "21", "rejected": "2", "failed": "1",
+                      "last_measurement": "2.81", "spread": "0.07"}
+    waiting = ScaleState(mode="camera_height", value=1.0, metric=False, failed=3, withheld=True)
+    status = conv.scale_status(waiting)
+    assert status.level == DiagnosticStatus.WARN and "not metric" in status.message and "withheld" in status.message
+    assert {kv.key: kv.value for kv in status.values}["last_measurement"] == ""
+    assert conv.scale_status(ScaleState(mode="none", value=1.0, metric=False)).level == DiagnosticStatus.WARN
+    array_msg = conv.scale_to_diagnostics(frozen, header)
+    assert array_msg.header.stamp.sec == 1234 and len(array_msg.status) == 1
 
 
 def test_colorize_depth():

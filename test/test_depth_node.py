@@ -22,49 +22,22 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
-from dna_depth_core.data.kitti import read_calib_file
 from dna_depth_core.camera import resize_K
 from dna_depth_core.ros_images import decode_depth
 from dna_depth_ros import conversions as conv
 from dna_depth_ros.harness import DEFAULT_OUTPUTS, Graph, NodeProcess, stamp_key
-from conftest import lite0_checkpoint, require_shared
+from conftest import FRAME_ID, NET_H, NET_W
 
 DOMAIN_ID = 61  # this module's own DDS domain (passed explicitly: other test modules may set the variable too)
 
 pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[1]
-KITTI = "data/kitti_tiny/2011_09_26"  # in ../shared
-NET_H, NET_W = 64, 224
-FRAME_ID = "kitti_cam2_optical_frame"
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Data and fixtures
 # ----------------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def kitti():
-    """The 7 real frames (RGB) and a CameraInfo built from calib_cam_to_cam.txt (camera 2, rectified)."""
-    calib = read_calib_file(require_shared(f"{KITTI}/calib_cam_to_cam.txt"))
-    drive = require_shared(f"{KITTI}/2011_09_26_drive_0023_sync/image_02/data")
-    P = calib["P_rect_02"].reshape(3, 4)
-    w, h = (int(x) for x in calib["S_rect_02"])
-    frames = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(drive.glob("*.png"))]
-    assert len(frames) == 7 and frames[0].shape == (h, w, 3) == (375, 1242, 3)
-    info = CameraInfo(width=w, height=h, distortion_model="plumb_bob")
-    info.header.frame_id = FRAME_ID
-    info.k = P[:, :3].reshape(-1).copy()
-    info.p = P.reshape(-1).copy()
-    info.r = np.eye(3).reshape(-1)
-    info.d = array.array("d", [0.0] * 5)
-    return {"frames": frames, "info": info, "K": P[:, :3].copy(), "size": (w, h)}
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return lite0_checkpoint(tmp_path_factory.mktemp("ckpt"), NET_H, NET_W)
-
-
 @pytest.fixture
 def graph():
     with Graph(domain_id=DOMAIN_ID) as g:
@@ -90,7 +63,7 @@ def _check_outputs(graph, ns, stamp, K, size, max_range=0.0, encoding="32FC1", d
     """Depth, camera_info and points for ``stamp``: encodings, shapes, stamps, frame ids, and the cloud projects
     back onto the depth image with the published intrinsics."""
     w, h = size
-    (depth_msg,) = graph.messages(f"{ns}/depth", stamp)
+    (depth_msg,) = graph.messages(f"{ns}/depth/image", stamp)
     (info_msg,) = graph.messages(f"{ns}/depth/camera_info", stamp)
     (cloud_msg,) = graph.messages(f"{ns}/points", stamp)
     for m in (depth_msg, info_msg, cloud_msg):
@@ -118,13 +91,16 @@ def _check_outputs(graph, ns, stamp, K, size, max_range=0.0, encoding="32FC1", d
     # (16UC1 rounds to millimetres; the cloud keeps the unrounded depth.)
     np.testing.assert_allclose(z, depth[v[valid], u[valid]], rtol=1e-6 if encoding == "32FC1" else 0,
                                atol=1e-6 if encoding == "32FC1" else 5.001e-4)
-    # Invalid points are exactly the invalid depths and the ones beyond the maximum range.
+    # Points that are not finite are exactly the invalid depths (NaN) and the ones beyond the maximum range
+    # (+inf along their ray, REP 117).
     d = depth[v, u].astype(np.float64)
     rays = np.stack([(u - Kp[0, 2]) / Kp[0, 0], (v - Kp[1, 2]) / Kp[1, 1], np.ones_like(d)], -1)
     rng_ = d * np.linalg.norm(rays, axis=-1)
     expected = np.isfinite(d) & ((rng_ <= max_range * (1 - 1e-6)) if max_range > 0 else True)
     near_edge = np.abs(rng_ - max_range) < 1e-4 * max(max_range, 1)
     np.testing.assert_array_equal(valid[~near_edge], expected[~near_edge])
+    np.testing.assert_array_equal(np.isnan(xyz[..., 2]), ~np.isfinite(d))
+    np.testing.assert_array_equal(np.isposinf(xyz[..., 2])[~near_edge], (np.isfinite(d) & ~expected)[~near_edge])
     return depth, xyz
 
 
@@ -136,7 +112,7 @@ def test_in_process_reliable_and_best_effort_cameras(graph, checkpoint, kitti):
     # A fixed scale puts this random-init network's depth near 5.5 m, so a 7 m range limit cuts the periphery.
     node = _node(graph, checkpoint, ns, **{"scale.mode": "fixed", "scale.factor": 28.0,
                                           "points.max_range": 7.0, "publish.colored": True})
-    graph.collect(f"{ns}/depth", Image)                                   # reliable, like RViz
+    graph.collect(f"{ns}/depth/image", Image)                                   # reliable, like RViz
     graph.collect(f"{ns}/depth/camera_info", CameraInfo, qos_profile_sensor_data)  # best effort, like Nav2
     graph.collect(f"{ns}/points", PointCloud2, qos_profile_sensor_data)
     graph.collect(f"{ns}/depth/colored", Image)
@@ -148,11 +124,11 @@ def test_in_process_reliable_and_best_effort_cameras(graph, checkpoint, kitti):
             idx = i + (0 if reliable else 3)
             stamp = _send(camera, kitti, idx)
             graph.wait_for(lambda: all(graph.messages(f"{ns}/{t}", stamp) for t in
-                                       ("depth", "depth/camera_info", "points", "depth/colored")),
+                                       ("depth/image", "depth/camera_info", "points", "depth/colored")),
                            what=f"outputs of frame {idx} ({'reliable' if reliable else 'best-effort'} camera)")
             depth, xyz = _check_outputs(graph, ns, stamp, kitti["K"], kitti["size"], max_range=7.0)
             assert 3.0 < np.nanmedian(depth) < 7.0  # metres: 28 x the random network's ~0.2
-            assert np.isnan(xyz[..., 2]).any() and np.isfinite(xyz[..., 2]).any()  # the range limit bites
+            assert np.isposinf(xyz[..., 2]).any() and np.isfinite(xyz[..., 2]).any()  # the range limit bites
             (colored,) = graph.messages(f"{ns}/depth/colored", stamp)
             assert (colored.encoding, colored.width, colored.height) == ("rgb8", 1242, 375)
         camera.close()
@@ -163,7 +139,7 @@ def test_in_process_reliable_and_best_effort_cameras(graph, checkpoint, kitti):
 def test_bad_messages_and_resolution_change_keep_the_node_serving(graph, checkpoint, kitti):
     ns = "/bad"
     node = _node(graph, checkpoint, ns)
-    graph.collect(f"{ns}/depth", Image)
+    graph.collect(f"{ns}/depth/image", Image)
     graph.collect(f"{ns}/depth/camera_info", CameraInfo)
     graph.collect(f"{ns}/points", PointCloud2)
     camera = graph.camera(ns)
@@ -211,7 +187,7 @@ def test_bad_messages_and_resolution_change_keep_the_node_serving(graph, checkpo
     # mono8 cameras work too.
     grey = cv2.cvtColor(kitti["frames"][2], cv2.COLOR_RGB2GRAY)[..., None]
     serve(lambda header: Image(header=header, height=375, width=1242, encoding="mono8", step=1242,
-                               data=array.array("B", grey.tobytes())), topic="depth")
+                               data=array.array("B", grey.tobytes())), topic="depth/image")
     assert node.stats.rejected == 4 and node.stats.failed == 0
 
 
@@ -221,7 +197,7 @@ def test_compressed_input_network_resolution_decimated_xyzrgb_16bit(graph, check
         "image_transport": "compressed", "output_resolution": "network", "points.decimation": 2,
         "points.xyzrgb": True, "depth.encoding": "16UC1", "points.max_range": 0.0,
         "scale.mode": "fixed", "scale.factor": 10.0})
-    graph.collect(f"{ns}/depth", Image)
+    graph.collect(f"{ns}/depth/image", Image)
     graph.collect(f"{ns}/depth/camera_info", CameraInfo)
     graph.collect(f"{ns}/points", PointCloud2)
     camera = graph.camera(ns, compressed=True)
@@ -232,7 +208,7 @@ def test_compressed_input_network_resolution_decimated_xyzrgb_16bit(graph, check
     msg = CompressedImage(header=_header(40), format="png", data=array.array("B", png.tobytes()))
     stamp = _header(40).stamp
     graph.send_until(lambda: _send(camera, kitti, 40, msg=msg),
-                     lambda: all(graph.messages(f"{ns}/{t}", stamp) for t in ("depth", "depth/camera_info", "points")),
+                     lambda: all(graph.messages(f"{ns}/{t}", stamp) for t in ("depth/image", "depth/camera_info", "points")),
                      what="outputs of a compressed frame")
     K_net = resize_K(kitti["K"], kitti["size"], (NET_W, NET_H))
     depth, _ = _check_outputs(graph, ns, stamp, K_net, (NET_W, NET_H), encoding="16UC1", decimation=2)
@@ -241,7 +217,7 @@ def test_compressed_input_network_resolution_decimated_xyzrgb_16bit(graph, check
     expected = cv2.resize(rgb, (NET_W, NET_H), interpolation=cv2.INTER_AREA)[::2, ::2]
     np.testing.assert_array_equal(colours, expected)
     # Millimetres, rounded.
-    (dmsg,) = graph.messages(f"{ns}/depth", stamp)
+    (dmsg,) = graph.messages(f"{ns}/depth/image", stamp)
     mm = np.frombuffer(bytes(dmsg.data), np.uint16).reshape(NET_H, NET_W)
     assert 1000 < np.median(mm) < 4000 and (mm > 0).all()
 
@@ -258,7 +234,7 @@ def test_compressed_input_network_resolution_decimated_xyzrgb_16bit(graph, check
     msg = CompressedImage(header=_header(50), format="jpeg", data=array.array("B", jpg.tobytes()))
     stamp = _header(50).stamp
     graph.send_until(lambda: _send(camera, kitti, 50, msg=msg),
-                     lambda: graph.messages(f"{ns}/depth", stamp), what="output after bad compressed frames")
+                     lambda: graph.messages(f"{ns}/depth/image", stamp), what="output after bad compressed frames")
 
 
 def test_intrinsics_fallback_and_none(graph, checkpoint, kitti):
@@ -268,7 +244,7 @@ def test_intrinsics_fallback_and_none(graph, checkpoint, kitti):
                                                        "intrinsics.width": 1242, "intrinsics.height": 375})
     without = _node(graph, checkpoint, "/noK")
     for ns in ("/fb", "/noK"):
-        graph.collect(f"{ns}/depth", Image)
+        graph.collect(f"{ns}/depth/image", Image)
         graph.collect(f"{ns}/depth/camera_info", CameraInfo)
         graph.collect(f"{ns}/points", PointCloud2)
     cameras = {ns: graph.camera(ns, info_topic=None) for ns in ("/fb", "/noK")}
@@ -281,7 +257,7 @@ def test_intrinsics_fallback_and_none(graph, checkpoint, kitti):
         stamps = {ns: _send(camera, kitti, 60 + i, info=False) for ns, camera in cameras.items()}
         graph.wait_for(lambda: graph.messages("/fb/points", stamps["/fb"]), what="fallback-intrinsics cloud")
         _check_outputs(graph, "/fb", stamps["/fb"], K_fb, kitti["size"], max_range=8.0)
-        graph.wait_for(lambda: graph.messages("/noK/depth", stamps["/noK"]), what="depth without intrinsics")
+        graph.wait_for(lambda: graph.messages("/noK/depth/image", stamps["/noK"]), what="depth without intrinsics")
     time.sleep(0.5)
     assert graph.messages("/noK/points") == [] and graph.messages("/noK/depth/camera_info") == []
     assert without.stats.processed == 2 and with_fallback.stats.processed == 2
@@ -302,19 +278,19 @@ def test_no_subscriber_no_inference_and_latest_frame_only(graph, checkpoint, kit
     assert node.stats.skipped_no_subscribers == 3 and node.stats.processed == 0 and calls == []
 
     # A subscriber appears: a burst of frames faster than inference. Only the newest waiting frame is kept.
-    graph.collect(f"{ns}/depth", Image)
+    graph.collect(f"{ns}/depth/image", Image)
     graph.wait_for(node.has_subscribers, what="the node to see the subscriber")
     small = [cv2.resize(f, (621, 188), interpolation=cv2.INTER_AREA) for f in kitti["frames"]]
     last = None
     for i in range(12):
         last = _header(80 + i)
         camera.send(small[i % 7], last)
-    graph.wait_for(lambda: graph.messages(f"{ns}/depth", last.stamp), what="the last frame of the burst")
+    graph.wait_for(lambda: graph.messages(f"{ns}/depth/image", last.stamp), what="the last frame of the burst")
     graph.wait_for(lambda: node.stats.received == 15, what="all frames received")
     time.sleep(0.3)
     s = node.stats
     assert s.dropped > 0
-    assert s.processed + s.dropped == 12 and s.processed == len(graph.messages(f"{ns}/depth")) == len(calls)
+    assert s.processed + s.dropped == 12 and s.processed == len(graph.messages(f"{ns}/depth/image")) == len(calls)
     assert s.received == s.processed + s.dropped + s.skipped_no_subscribers + s.rejected + s.failed
 
 
@@ -381,7 +357,7 @@ def test_bad_weights_path_is_a_clear_error_at_start(tmp_path):
 # Pieces of the node, without a graph
 # ----------------------------------------------------------------------------------------------------------------
 def test_bad_parameters_are_named(graph, checkpoint):
-    from dna_depth_ros.depth_node import NodeConfigError
+    from dna_depth_ros.params import NodeConfigError
 
     cases = {
         "parameter 'weights' is empty": {"weights": ""},
@@ -414,7 +390,7 @@ def test_harness_stamps_environment_and_output_types(graph):
 
 
 def test_throttled_logger_counts_what_it_holds_back():
-    from dna_depth_ros.depth_node import ThrottledLogger
+    from dna_depth_ros.throttle import ThrottledLogger
 
     class Sink:
         def __init__(self):
@@ -443,7 +419,7 @@ def test_throttled_logger_counts_what_it_holds_back():
 
 
 def test_latest_slot_keeps_only_the_newest():
-    from dna_depth_ros.depth_node import LatestSlot
+    from dna_depth_ros.worker import LatestSlot
 
     slot = LatestSlot()
     assert slot.put(1) is False

@@ -2,6 +2,7 @@
 `export-onnx --int8` (dna_lite0 at 64x96 keeps this quick)."""
 import json
 import os
+import platform
 
 import cv2
 import numpy as np
@@ -22,6 +23,7 @@ from dna_depth_core.export import (
 from dna_depth_core.inference import DepthEstimator
 from dna_depth_core.io.onnx_format import read_onnx_metadata
 from dna_depth_core.preprocess import prepare
+from conftest import image_dependent_decoder
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -50,22 +52,6 @@ def _images(b, h, w, seed=1):
 def _net_input(rgb):
     """The network input of an RGB image at H x W by the one image-to-input rule (stretch)."""
     return prepare(rgb, (W, H))[0]
-
-
-def _image_dependent_decoder(net):
-    """Re-draw the decoder's convolutions (not the heads) with variance 1/fan_in.
-
-    A freshly initialised DNA decoder forgets the image: each random convolution shrinks the signal (~x0.3) and after
-    ~30 of them the disparity is the same for any input (to 1e-7), so no int8 error, nor a wrongly prepared
-    calibration image, could change it. With this draw the disparity depends on the image (0.27..0.55 over
-    synthetic street frames, per-image std 0.03), as a trained network's does.
-    """
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, m in net.decoder.named_modules():
-            if isinstance(m, torch.nn.Conv2d) and not name.startswith("heads"):
-                m.weight.normal_(0.0, (1.0 / m.weight[0].numel()) ** 0.5, generator=gen)
-    return net
 
 
 def _closeness(fp32_disp, int8_disp):
@@ -105,7 +91,7 @@ def int8_setup(calib_dir, tmp_path_factory):
     try:
         d = tmp_path_factory.mktemp("int8")
         torch.manual_seed(0)
-        net = _image_dependent_decoder(dna_depth_core.build_model("dna_lite0", pretrained="imagenet", height=H,
+        net = image_dependent_decoder(dna_depth_core.build_model("dna_lite0", pretrained="imagenet", height=H,
                                                                   width=W).eval())
         export_onnx(net, d / "fp32.onnx")
         report = quantize_onnx_int8(d / "fp32.onnx", d / "int8.onnx", calib_dir, threads=1)
@@ -160,7 +146,7 @@ def test_int8_export_loads_and_stays_close_to_fp32(int8_setup, calib_dir, monkey
     assert got.shape == ref.shape == (5, 1, H, W) and got.dtype == np.float32
     mean_rel, corr = _closeness(ref, got)
     assert mean_rel < INT8_MEAN_REL and corr > INT8_CORR, (mean_rel, corr)
-    assert ref.std() > 0.02  # the model's disparity really depends on the image (see _image_dependent_decoder)
+    assert ref.std() > 0.02  # the model's disparity really depends on the image (see conftest.image_dependent_decoder)
 
     # DepthEstimator (what the ROS node runs) takes the int8 file transparently.
     monkeypatch.setattr(machine, "usable_cpus", lambda: 1)
@@ -286,3 +272,34 @@ def test_calibration_in_crop_mode_takes_the_centre(int8_setup, tmp_path):
         quantize_onnx_int8(int8_setup["fp32"], tmp_path / "x.onnx", [rgb], resize="squash")
     with pytest.raises(ValueError, match=r"calibration image must be an \(H, W, 3\) uint8"):
         ImageCalibrationReader([rgb.astype(np.float32)], H, W)
+
+
+def test_int8_kernels_are_exact_on_this_cpu(int8_setup, calib_dir):
+    """Without VNNI, onnxruntime's U8S8 kernels saturate int16 sums; the backend's sessions then set
+    session.x64quantprecision (exact U8U8 kernels). Checked both ways on a CPU without VNNI; on a VNNI CPU the
+    option is not set (it would swap the exact VNNI kernels for slower ones)."""
+    import onnxruntime as ort
+
+    from dna_depth_core.backends.onnx_backend import X64_QUANT_PRECISION, int8_needs_exact_kernels, session_options
+
+    isa = machine.cpu_isa()
+    assert int8_needs_exact_kernels(machine.isa_from_flags("avx2 fma")) is (platform.machine() in ("x86_64", "AMD64"))
+    assert not int8_needs_exact_kernels(machine.isa_from_flags("avx2 fma avx512f avx512_vnni"))
+    assert not int8_needs_exact_kernels(machine.isa_from_flags("avx2 fma avx_vnni"))
+    so = session_options(1)
+    assert (so.get_session_config_entry(X64_QUANT_PRECISION) == "1") is int8_needs_exact_kernels(isa)
+    rgbs = [cv2.cvtColor(cv2.imread(f), cv2.COLOR_BGR2RGB) for f in _calibration_files(calib_dir)]
+    xs = np.concatenate([_net_input(im) for im in rgbs + int8_setup["held_out"]])
+    ref = OnnxBackend(str(int8_setup["fp32"]), providers=["CPUExecutionProvider"], threads=1)(xs)
+
+    def run(exact):
+        s = ort.InferenceSession(str(int8_setup["int8"]), session_options(1, exact_int8=exact),
+                                 providers=["CPUExecutionProvider"])
+        return np.concatenate([s.run(None, {"image": xs[i:i + 1]})[0] for i in range(len(xs))])
+
+    exact = _closeness(ref, run(True))
+    assert exact[0] < INT8_MEAN_REL and exact[1] > INT8_CORR, exact
+    if int8_needs_exact_kernels(isa):
+        # The saturating kernels this CPU would otherwise run: measured 2.3 % / 0.936 here, twice the exact error.
+        saturating = _closeness(ref, run(False))
+        assert saturating[0] > 1.5 * exact[0] and saturating[1] < exact[1], (saturating, exact)

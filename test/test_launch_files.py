@@ -78,6 +78,29 @@ def _resolve_path_join(expr, declared_defaults):
     return share.args[0].value, "/".join(p.value for p in parts[1:])
 
 
+def _arg_name(expr):
+    """The launch argument of a ``LaunchConfiguration("name")``."""
+    assert isinstance(expr, ast.Call) and _call_name(expr) == "LaunchConfiguration", ast.dump(expr)
+    return expr.args[0].value
+
+
+# Every topic of the node, and what the launch files remap it to: inputs by their own argument, outputs under the
+# namespace argument they belong to (image_transport's sibling rule keeps <ns>/image beside <ns>/camera_info).
+EXPECTED_REMAPS = {
+    "image": "$(image)", "camera_info": "$(camera_info)",
+    "depth/image": "$(depth)/image", "depth/camera_info": "$(depth)/camera_info",
+    "depth/colored": "$(depth)/colored", "depth/scale": "$(depth)/scale",
+    "points": "$(points)", "points/obstacles": "$(points)/obstacles", "points/ground": "$(points)/ground",
+    "scan": "$(scan)", "rgb/image": "$(rgb)/image", "rgb/camera_info": "$(rgb)/camera_info",
+}
+
+
+def _check_remaps(remaps):
+    assert remaps == EXPECTED_REMAPS
+    # Compressed input follows the remapped image (<image>/compressed): no remapping of its own.
+    assert "image/compressed" not in remaps
+
+
 def test_python_launch_file(py_launch):
     tree, calls = py_launch
     imported = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
@@ -88,17 +111,33 @@ def test_python_launch_file(py_launch):
     used = {c.args[0].value for c in calls if _call_name(c) == "LaunchConfiguration"}
     assert used <= set(declared), f"undeclared launch arguments: {used - set(declared)}"
 
-    (node,) = [c for c in calls if _call_name(c) == "Node"]
-    package = ast.literal_eval(_kw(node, "package"))
-    executable = ast.literal_eval(_kw(node, "executable"))
-    assert package == _package_name() == "dna_depth_ros"
-    scripts = _console_scripts()
-    assert executable in scripts and scripts[executable] == "dna_depth_ros.depth_node:main"
-    from dna_depth_ros import depth_node
-    assert callable(depth_node.main)
-    assert ast.literal_eval(_kw(node, "name")) == depth_node.NODE_NAME
+    assigned = {n.targets[0].id: n.value for n in ast.walk(tree)
+                if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)}
 
-    params = _kw(node, "parameters").elts
+    def value(expr):
+        """A keyword's value, through a variable of generate_launch_description."""
+        return assigned[expr.id] if isinstance(expr, ast.Name) else expr
+
+    (node,) = [c for c in calls if _call_name(c) == "Node"]
+    (lifecycle,) = [c for c in calls if _call_name(c) == "LifecycleNode"]
+    scripts = _console_scripts()
+    from dna_depth_ros import depth_node, lifecycle_node
+    # lifecycle:=true starts the managed node instead of the plain one; both take the same parameters and remaps.
+    for action, module, condition in ((node, depth_node, "UnlessCondition"), (lifecycle, lifecycle_node,
+                                                                              "IfCondition")):
+        package = ast.literal_eval(_kw(action, "package"))
+        executable = ast.literal_eval(_kw(action, "executable"))
+        assert package == _package_name() == "dna_depth_ros"
+        assert executable in scripts and scripts[executable] == f"{module.__name__}:main"
+        assert callable(module.main)
+        assert ast.literal_eval(_kw(action, "name")) == depth_node.NODE_NAME
+        cond = _kw(action, "condition")
+        assert _call_name(cond) == condition and cond.args[0].args[0].value == "lifecycle"
+        assert ast.dump(value(_kw(action, "parameters"))) == ast.dump(value(_kw(node, "parameters")))
+        assert ast.dump(value(_kw(action, "remappings"))) == ast.dump(value(_kw(node, "remappings")))
+    assert ast.literal_eval(declared["lifecycle"]) == "false"
+
+    params = value(_kw(node, "parameters")).elts
     pkg, rel = _resolve_path_join(params[0], declared)
     assert pkg == package and rel == "config/ros/dna_depth.yaml"
     assert (REPO / rel).is_file()
@@ -108,8 +147,13 @@ def test_python_launch_file(py_launch):
     # weights are passed on top of the YAML
     assert isinstance(params[1], ast.Dict) and [k.value for k in params[1].keys] == ["weights"]
 
-    remaps = {r.elts[0].value for r in _kw(node, "remappings").elts}
-    assert {"image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points"} <= remaps
+    remaps = {}
+    for r in value(_kw(node, "remappings")).elts:
+        to = r.elts[1]
+        parts = to.elts if isinstance(to, ast.List) else [to]
+        remaps[r.elts[0].value] = "".join(p.value if isinstance(p, ast.Constant) else "$(" + _arg_name(p) + ")"
+                                          for p in parts)
+    _check_remaps(remaps)
 
 
 def test_xml_launch_file(py_launch):
@@ -117,21 +161,28 @@ def test_xml_launch_file(py_launch):
     assert root.tag == "launch"
     args = {a.get("name"): a.get("default") for a in root.findall("arg")}
     (node,) = root.findall("node")
-    assert node.get("pkg") == _package_name()
-    assert node.get("exec") in _console_scripts()
+    (lifecycle,) = root.findall("lifecycle_node")
     from dna_depth_ros import depth_node
-    assert node.get("name") == depth_node.NODE_NAME
+    scripts = _console_scripts()
+    assert scripts[node.get("exec")] == "dna_depth_ros.depth_node:main"
+    assert scripts[lifecycle.get("exec")] == "dna_depth_ros.lifecycle_node:main"
+    assert node.get("unless") == lifecycle.get("if") == "$(var lifecycle)" and args["lifecycle"] == "false"
     text = XML_LAUNCH.read_text()
     used = set(re.findall(r"\$\(var ([a-z_]+)\)", text))
     assert used <= set(args), f"undeclared launch arguments: {used - set(args)}"
-
-    param_from = [p.get("from") for p in node.findall("param") if p.get("from")]
-    assert param_from == ["$(var params_file)"]
     m = re.fullmatch(r"\$\(find-pkg-share ([a-z_]+)\)/(.+)", args["params_file"])
     assert m and m.group(1) == _package_name() and (REPO / m.group(2)).is_file()
-    assert [p.get("name") for p in node.findall("param") if p.get("name")] == ["weights"]
-    remaps = {r.get("from") for r in node.findall("remap")}
-    assert {"image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points"} <= remaps
+    def xml_remaps(element):
+        return {r.get("from"): re.sub(r"\$\(var ([a-z_]+)\)", r"$(\1)", r.get("to")) for r in element.findall("remap")}
+
+    for element in (node, lifecycle):
+        assert element.get("pkg") == _package_name()
+        assert element.get("name") == depth_node.NODE_NAME
+        param_from = [p.get("from") for p in element.findall("param") if p.get("from")]
+        assert param_from == ["$(var params_file)"]
+        assert [p.get("name") for p in element.findall("param") if p.get("name")] == ["weights"]
+        _check_remaps(xml_remaps(element))
+        assert xml_remaps(element) == xml_remaps(node)
     assert "launch/*.launch.xml" in _installed_data_globs()
 
     # Both launch files take the same arguments.
@@ -151,12 +202,12 @@ def _flatten(d, prefix=""):
 
 
 def test_parameter_file_matches_the_declared_parameters():
-    from dna_depth_ros import depth_node
+    from dna_depth_ros import params as node_params
 
     doc = yaml.safe_load(YAML.read_text())
-    assert list(doc) == [depth_node.NODE_NAME]  # the node name the launch files give it
-    params = _flatten(doc[depth_node.NODE_NAME]["ros__parameters"])
-    specs = {s.name: s for s in depth_node.PARAMETERS}
+    assert list(doc) == [node_params.NODE_NAME]  # the node name the launch files give it
+    params = _flatten(doc[node_params.NODE_NAME]["ros__parameters"])
+    specs = {s.name: s for s in node_params.PARAMETERS}
     assert set(params) == set(specs), (set(params) ^ set(specs))
     for name, value in params.items():
         default = specs[name].default
@@ -167,15 +218,41 @@ def test_parameter_file_matches_the_declared_parameters():
 
 
 def test_parameters_are_documented():
-    from dna_depth_ros import depth_node
+    from dna_depth_ros.params import PARAMETERS
 
     docs = (REPO / "docs" / "ros.md").read_text()
-    for spec in depth_node.PARAMETERS:
+    for spec in PARAMETERS:
         assert f"`{spec.name}`" in docs, f"docs/ros.md does not document {spec.name}"
         assert spec.description, spec.name
-    for topic in ("image", "image/compressed", "camera_info", "depth", "depth/camera_info", "points",
-                  "depth/colored"):
-        assert f"`{topic}`" in docs
+    from dna_depth_ros.outputs import OUTPUT_TOPICS
+
+    for topic in ("image", "<image>/compressed", "camera_info", "depth/scale/rearm", *OUTPUT_TOPICS.values()):
+        assert f"| `{topic}` |" in docs, f"docs/ros.md's topic table does not list {topic}"
     assert NAV2_EXAMPLE.is_file()
     nav2 = yaml.safe_load(NAV2_EXAMPLE.read_text())
     assert "local_costmap" in nav2
+
+
+def test_nav2_example_marks_and_clears_with_the_node_ranges():
+    """The Nav2 example keeps clearing points (source heights wide), marks only above the floor (layer-level
+    min_obstacle_height), never marks a clearing point (obstacle_max_range below the clearing distance) and
+    raytraces up to it; the scan layer turns +inf into clearing rays up to scan.range_max."""
+    from dna_depth_ros.params import PARAMETERS
+
+    defaults = {s.name: s.default for s in PARAMETERS}
+    clearing = defaults["points.clearing_distance"] or defaults["points.max_range"]
+    nav2 = yaml.safe_load(NAV2_EXAMPLE.read_text())
+    voxel = nav2["local_costmap"]["local_costmap"]["ros__parameters"]["voxel_layer"]
+    source = voxel[voxel["observation_sources"]]
+    assert source["data_type"] == "PointCloud2" and source["marking"] and source["clearing"]
+    assert voxel["min_obstacle_height"] == pytest.approx(defaults["ground.min_height"])
+    assert source["min_obstacle_height"] < 0 < voxel["min_obstacle_height"]
+    assert source["max_obstacle_height"] > voxel["max_obstacle_height"]
+    assert source["obstacle_max_range"] < clearing <= source["raytrace_max_range"]
+    assert source["raytrace_max_range"] == pytest.approx(clearing)
+
+    obstacle = nav2["global_costmap"]["global_costmap"]["ros__parameters"]["obstacle_layer"]
+    scan = obstacle[obstacle["observation_sources"]]
+    assert scan["data_type"] == "LaserScan" and scan["marking"] and scan["clearing"] and scan["inf_is_valid"]
+    assert scan["raytrace_max_range"] == pytest.approx(defaults["scan.range_max"])
+    assert scan["obstacle_max_range"] <= defaults["scan.range_max"]

@@ -76,3 +76,44 @@ def test_describe_is_json_and_complete():
     out = subprocess.run([sys.executable, "-m", "dna_depth_core.machine"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and json.loads(out.stdout)["cpu"] == d["cpu"]
+
+
+def test_isa_classes_from_known_flag_lists():
+    """The ISA facts the backends decide on, for the CPU classes of docs/deployment.md."""
+    cases = {
+        "fpu sse avx avx2 fma f16c": ("avx2", False, False, False),                        # AMD Zen 3, Haswell..
+        "avx2 fma avx_vnni": ("avx_vnni", True, False, False),                              # Alder Lake P-cores
+        "avx2 fma avx512f avx512bw avx512vl": ("avx512", False, False, False),             # Skylake-SP
+        "avx2 fma avx512f avx512bw avx512vl avx512_vnni": ("avx512_vnni", True, False, False),  # Cascade Lake
+        "avx2 fma avx512f avx512bw avx512_vnni avx512_bf16": ("avx512_bf16", True, True, False),  # Zen 4
+        "avx2 fma avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16 amx_int8": ("amx", True, True, True),
+        "sse sse2": ("baseline", False, False, False),
+    }
+    for flags, (name, vnni, bf16, amx) in cases.items():
+        isa = machine.isa_from_flags(flags, "cpu")
+        assert (isa.name, isa.vnni, isa.native_bf16, isa.amx) == (name, vnni, bf16, amx), flags
+        assert machine.isa_for_class(name).name == name
+    assert machine.isa_from_flags("avx2 fma amx_int8 amx_tile").vnni  # AMX int8 accumulates in int32 too
+    with pytest.raises(ValueError, match="ISA class 'avx9' unknown"):
+        machine.isa_for_class("avx9")
+    # bf16 needs the flags, and OpenVINO's plugin must agree when it is consulted.
+    bf16 = machine.isa_from_flags("avx2 fma avx512f avx512_bf16", "Zen 4")
+    assert machine.native_bf16(bf16, ["FP32", "INT8", "BF16"]) == (True, "native bf16 (avx512_bf16)")
+    ok, why = machine.native_bf16(bf16, ["FP32", "INT8"])
+    assert not ok and "does not offer it" in why
+    ok, why = machine.native_bf16(machine.isa_from_flags("avx2 fma", "AMD EPYC"), [])
+    assert not ok and why.startswith("AMD EPYC has no avx512_bf16 and no amx_bf16")
+
+
+def test_this_cpu_is_described_with_its_isa_class(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text(XEON)
+    isa = machine.cpu_isa(machine.cpu_info(str(path)))
+    assert isa.model == "Intel(R) Xeon(R) Processor @ 2.50GHz" and isa.name == "avx512_vnni" and isa.vnni
+    d = machine.describe()
+    here = machine.cpu_isa()
+    assert (d["isa_class"], d["vnni"], d["native_bf16"]) == (here.name, here.vnni, here.native_bf16)
+    assert d["isa_class"] in machine.ISA_CLASSES and isinstance(d["openvino_capabilities"], list)
+    assert {"openvino", "nncf"} <= set(d["versions"])
+    if machine.library_version("openvino") is not None:
+        assert "FP32" in d["openvino_capabilities"]

@@ -218,16 +218,17 @@ def test_init_from_the_authors_converted_weights(drive, tmp_path):
 # precision
 # ------------------------------------------------------------------------------------------------------------
 def test_choose_precision():
+    from dna_depth_core.machine import isa_for_class
     from dna_depth_core.training.trainer import choose_precision
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    avx2 = {"avx2": True, "avx512_bf16": False, "amx_bf16": False}
-    bf16 = {"avx2": True, "avx512_bf16": True, "amx_bf16": False}
-    amx = {"avx2": True, "avx512_bf16": False, "amx_bf16": True}
+    avx2, avx512, bf16, amx = (isa_for_class(n) for n in ("avx2", "avx512_vnni", "avx512_bf16", "amx"))
     assert choose_precision("auto", cpu, True, avx2)[0] == "fp32"
-    assert "no avx512_bf16 or amx_bf16" in choose_precision("auto", cpu, True, avx2)[1]
-    assert choose_precision("auto", cpu, True, bf16) == ("bf16", "precision: auto and the CPU has avx512_bf16")
-    assert choose_precision("auto", cpu, False, amx) == ("bf16", "precision: auto and the CPU has amx_bf16")
+    assert "(avx2) has no avx512_bf16 or amx_bf16" in choose_precision("auto", cpu, True, avx2)[1]
+    assert choose_precision("auto", cpu, True, avx512)[0] == "fp32"
+    assert choose_precision("auto", cpu, True, bf16) == ("bf16", "precision: auto and the CPU has native bf16 "
+                                                          "(avx512_bf16)")
+    assert choose_precision("auto", cpu, False, amx) == ("bf16", "precision: auto and the CPU has native bf16 (amx)")
     assert choose_precision("fp32", cpu, True, bf16)[0] == "fp32"
     assert choose_precision("bf16", cpu, True, avx2)[0] == "bf16"
     assert choose_precision("bf16", cuda, True, bf16)[0] == "fp16-amp"  # CUDA: amp decides, as before

@@ -6,6 +6,7 @@ module (and the backend registry) can be imported without it.
 from __future__ import annotations
 
 import os
+import platform
 import warnings
 from typing import Any, Sequence
 
@@ -61,10 +62,32 @@ def default_providers(device: str | torch.device = "auto") -> list[Any]:
     return ["CPUExecutionProvider"]
 
 
-def session_options(threads: int | None = None, spin: bool = True):
+#: The onnxruntime session option that makes int8 exact on x86 CPUs without VNNI (:func:`int8_needs_exact_kernels`).
+X64_QUANT_PRECISION = "session.x64quantprecision"
+
+
+def int8_needs_exact_kernels(isa: machine.CpuIsa | None = None) -> bool:
+    """Whether onnxruntime must be told to use its exact int8 kernels on this CPU (``isa``, default this one).
+
+    onnxruntime's x86 int8 kernels for uint8 activations x int8 weights (U8S8, what ``export-onnx --int8`` writes)
+    are exact with VNNI (``vpdpbusd`` accumulates in int32). Without VNNI (AVX2, AVX-512 without VNNI) they use
+    ``vpmaddubsw``, which adds two u8 x s8 products into a saturating int16 (2 x 255 x 127 > 32767): with real
+    activations the sums clip and the disparity is wrong (measured: 4-18 % mean error instead of 1.2-1.5 %). The
+    session option ``session.x64quantprecision=1`` makes onnxruntime rewrite, at session creation, the int8
+    weights of each quantised convolution whose values leave [-64, 64] to uint8 and run its exact U8U8 kernels.
+    It is set only on x86 CPUs without VNNI: on VNNI CPUs the rewrite would replace the exact, fast U8S8 kernels
+    by slower U8U8 ones. On other architectures the option does not apply.
+    """
+    isa = machine.cpu_isa() if isa is None else isa
+    return platform.machine().lower() in ("x86_64", "amd64", "i686", "i386") and not isa.vnni
+
+
+def session_options(threads: int | None = None, spin: bool = True, exact_int8: bool | None = None):
     """CPU-friendly onnxruntime session options: all graph optimisations, sequential execution, one inter-op
     thread, ``threads`` intra-op threads (default: :func:`dna_depth_core.machine.usable_cpus`). ``spin=False`` stops
-    idle worker threads from busy-waiting (less CPU burnt between frames, slightly higher latency)."""
+    idle worker threads from busy-waiting (less CPU burnt between frames, slightly higher latency).
+    ``exact_int8`` sets :data:`X64_QUANT_PRECISION` (default: :func:`int8_needs_exact_kernels` for this CPU); it
+    changes only int8 graphs."""
     import onnxruntime as ort  # optional dependency: onnxruntime
 
     so = ort.SessionOptions()
@@ -74,6 +97,8 @@ def session_options(threads: int | None = None, spin: bool = True):
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if int8_needs_exact_kernels() if exact_int8 is None else exact_int8:
+        so.add_session_config_entry(X64_QUANT_PRECISION, "1")
     return so
 
 
@@ -89,9 +114,12 @@ class OnnxBackend:
             ``providers`` is given.
         threads: CPU intra-op threads (default: the usable cores). ``spin``: see :func:`session_options`.
         height, width: for a checkpoint source, the size of the first graph (default: the checkpoint's).
+        precision: ``"auto"`` (the file's own), ``"fp32"`` or ``"int8"``; a request the file cannot serve (int8 of
+            an fp32 file, fp32 of an int8 file, bf16) is a ValueError naming the way out.
 
-    ``precision``: ``"fp32"``, or ``"int8"`` for an export quantised by ``dna-depth export-onnx --int8`` (a QDQ
-    graph: same input and output, onnxruntime runs its int8 kernels; read from ``dna_depth.precision``).
+    ``precision`` (attribute): ``"fp32"``, or ``"int8"`` for an export quantised by ``dna-depth export-onnx --int8``
+    (a QDQ graph: same input and output, onnxruntime runs its int8 kernels, exact on every x86 CPU:
+    :func:`int8_needs_exact_kernels`; read from ``dna_depth.precision``); ``reason`` says why.
     A static ``.onnx`` accepts only its exported size; a batch-1 graph runs a larger batch image by image.
     """
 
@@ -100,7 +128,7 @@ class OnnxBackend:
 
     def __init__(self, source: Any, providers: Sequence[Any] | None = None, device: str = "auto",
                  threads: int | None = None, spin: bool = True, height: int | None = None,
-                 width: int | None = None):
+                 width: int | None = None, precision: str = "auto"):
         if not onnxruntime_available():
             raise ImportError("the onnxruntime backend needs onnxruntime: pip install 'dna_depth_ros[onnx]' "
                               "(onnx, onnxruntime)")
@@ -116,7 +144,8 @@ class OnnxBackend:
             self.config = self._net.config
             self.source = "<DepthNet>" if isinstance(source, torch.nn.Module) else os.fspath(source)
             self.dynamic = False
-            self.precision = "fp32"
+            self.metadata = {}
+            self.precision, self.reason = self._check_precision(precision, "fp32")
             self.height = int(self.config.height if height is None else height)
             self.width = int(self.config.width if width is None else width)
             self.session = self._session_for(self.height, self.width)
@@ -128,7 +157,9 @@ class OnnxBackend:
                 model = self.source
             meta = read_onnx_metadata(model)  # ValueError for a corrupt file
             self.config = config_from_onnx_metadata(meta, self.source)
-            self.precision = meta.get("precision", "fp32")  # "int8" for `dna-depth export-onnx --int8`
+            self.metadata = meta
+            # "int8" for `dna-depth export-onnx --int8`
+            self.precision, self.reason = self._check_precision(precision, meta.get("precision", "fp32"))
             self.session = self._make_session(model)
             shape = self.session.get_inputs()[0].shape
             self.dynamic = not all(isinstance(d, int) for d in shape[2:])
@@ -145,6 +176,27 @@ class OnnxBackend:
         self.output_name = self.session.get_outputs()[0].name
         self.device = torch.device("cuda", self._cuda_index()) if "CUDAExecutionProvider" in self.providers \
             else torch.device("cpu")
+
+    def _check_precision(self, requested: str, own: str) -> tuple[str, str]:
+        """``(precision, why)`` for a request against the file's own precision ``own``; ValueError when it cannot
+        be served."""
+        if requested not in ("auto", "fp32", "bf16", "int8"):
+            raise ValueError(f"precision '{requested}' unknown; use auto, fp32, bf16 or int8")
+        if requested == "bf16":
+            raise ValueError("precision bf16: onnxruntime has no bf16 CPU path; use the openvino backend (on a CPU "
+                             "with native bf16) or torch")
+        if own == "int8":
+            if requested == "fp32":
+                raise ValueError(f"precision fp32: {self.source} is an int8 model; give its fp32 export or the "
+                                 f"checkpoint")
+            isa = machine.cpu_isa()
+            kernels = ("exact U8U8 kernels (session.x64quantprecision: no VNNI on this CPU)"
+                       if int8_needs_exact_kernels(isa) else f"int8 kernels of this {isa.name} CPU")
+            return "int8", f"the model file is int8; {kernels}"
+        if requested == "int8":
+            raise ValueError(f"precision int8: {self.source} is an fp32 model; write an int8 one with "
+                             f"`dna-depth export-onnx --int8 --calibration FRAMES`")
+        return "fp32", "requested" if requested == "fp32" else "the model is fp32"
 
     def _cuda_index(self) -> int:
         for p in self.providers_requested:
@@ -199,15 +251,17 @@ class OnnxBackend:
                 f"threads={self.threads})")
 
 
-def onnxruntime_backend_factory(checkpoint: Any, device: str = "auto", fp16: bool = False) -> OnnxBackend:
+def onnxruntime_backend_factory(checkpoint: Any, device: str = "auto", fp16: bool = False,
+                                precision: str = "auto") -> OnnxBackend:
     """The registry's ``onnxruntime`` backend: OnnxBackend from a ``.onnx`` file (fp32, or int8 from
-    ``export-onnx --int8``) or a checkpoint (fp32, exported in memory); ``fp16`` is ignored with a warning."""
+    ``export-onnx --int8``) or a checkpoint (fp32, exported in memory), with ``precision`` (``auto``: the file's);
+    ``fp16`` is ignored with a warning."""
     if fp16:
         warnings.warn("fp16 is not supported by the onnxruntime backend: running fp32", stacklevel=2)
     if not is_onnx_source(checkpoint) and not isinstance(checkpoint, torch.nn.Module):
         checkpoint = load_network(checkpoint)
-    return OnnxBackend(checkpoint, device=device)
+    return OnnxBackend(checkpoint, device=device, precision=precision)
 
 
-__all__ = ["OnnxBackend", "available_providers", "default_providers", "onnxruntime_available",
-           "onnxruntime_backend_factory", "session_options"]
+__all__ = ["OnnxBackend", "X64_QUANT_PRECISION", "available_providers", "default_providers",
+           "int8_needs_exact_kernels", "onnxruntime_available", "onnxruntime_backend_factory", "session_options"]

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dna_depth_core import machine
 from dna_depth_core.backends.base import check_input, load_network, resolve_device
 from dna_depth_core.models.depth_net import DepthConfig
 
@@ -61,6 +62,8 @@ class TorchBackend:
         self.config: DepthConfig = net.config
         self.height, self.width = int(self.config.height), int(self.config.width)
         self.dtype = dtype
+        #: Why this backend runs at this precision (the registry's factories say more).
+        self.reason = "requested"
         self.channels_last = bool(channels_last)
         self.cuda_graph = bool(cuda_graph)
         # CPU reduced precision runs under autocast (weights stay fp32); CUDA casts the network itself.
@@ -82,6 +85,11 @@ class TorchBackend:
     @property
     def fp16(self) -> bool:
         return self.dtype == torch.float16
+
+    @property
+    def precision(self) -> str:
+        """``"fp32"``, ``"bf16"`` or ``"fp16"``: the compute precision."""
+        return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
 
     def _prepare(self, t: torch.Tensor) -> torch.Tensor:
         t = t.to(self.device, non_blocking=True)
@@ -150,15 +158,32 @@ class TorchBackend:
                 f"channels_last={self.channels_last}, compile={self.compile_mode}, cuda_graph={self.cuda_graph})")
 
 
-def torch_backend_factory(checkpoint: Any, device: str = "auto", fp16: bool = False) -> TorchBackend:
+def torch_backend_factory(checkpoint: Any, device: str = "auto", fp16: bool = False,
+                          precision: str = "auto") -> TorchBackend:
     """The registry's ``torch`` backend: TorchBackend with this project's measured defaults: fp32 eager
     (channels_last on the CPU, where benchmarks/cpu_fastpath.py found it faster); fp16 on CUDA when asked (ignored
-    with a warning on the CPU)."""
+    with a warning on the CPU). ``precision``: ``auto`` (fp16 on CUDA with ``fp16``, else fp32), ``fp32``, or
+    ``bf16`` (CUDA, or a CPU with native bf16: :func:`dna_depth_core.machine.native_bf16`; emulated bf16 is refused,
+    it is slower than fp32); ``int8`` is a ValueError (int8 runs from a quantised file in onnxruntime/openvino)."""
     dev = resolve_device(device)
+    if precision not in ("auto", "fp32", "bf16", "int8"):
+        raise ValueError(f"precision '{precision}' unknown; use auto, fp32, bf16 or int8")
+    if precision == "int8":
+        raise ValueError("precision int8: the torch backend has no int8 path; export an int8 model "
+                         "(`dna-depth export-onnx --int8`) and use onnxruntime or openvino")
     if fp16 and dev.type != "cuda":
         warnings.warn("fp16 requested on the CPU: ignored (fp16 is used on CUDA only)", stacklevel=2)
-    dtype = torch.float16 if (fp16 and dev.type == "cuda") else torch.float32
-    return TorchBackend(checkpoint, device=dev, dtype=dtype, channels_last=CPU_CHANNELS_LAST and dev.type == "cpu")
+    dtype = torch.float16 if (fp16 and dev.type == "cuda" and precision == "auto") else torch.float32
+    why = "requested (CUDA)" if dtype == torch.float16 else ("eager, channels_last" if dev.type == "cpu" else "eager")
+    if precision == "bf16":
+        if dev.type == "cpu":
+            ok, why = machine.native_bf16(capabilities=())
+            if not ok:
+                raise ValueError(f"precision bf16 unavailable: {why}")
+        dtype, why = torch.bfloat16, f"requested, {why}" if dev.type == "cpu" else "requested (CUDA)"
+    backend = TorchBackend(checkpoint, device=dev, dtype=dtype, channels_last=CPU_CHANNELS_LAST and dev.type == "cpu")
+    backend.reason = why
+    return backend
 
 
 __all__ = ["CPU_CHANNELS_LAST", "TorchBackend", "torch_backend_factory"]

@@ -18,9 +18,10 @@ import torch
 from dna_depth_core import machine
 from dna_depth_core.backends.base import resolve_device
 from dna_depth_core.benchmark.tasks import BackendSpec, measure, parse_result
-from dna_depth_core.data.synthetic import SyntheticScene, make_trajectory, synthetic_intrinsics
+from dna_depth_core.data.synthetic import synthetic_frames
 from dna_depth_core.export.int8 import quantize_onnx_int8
 from dna_depth_core.export.onnx_export import export_onnx
+from dna_depth_core.export.openvino_int8 import quantize_openvino_int8
 from dna_depth_core.io.checkpoint import load_checkpoint, save_checkpoint
 from dna_depth_core.models.registry import build_model, list_models
 from dna_depth_core.profiling import profile_model
@@ -28,9 +29,10 @@ from dna_depth_core.profiling import profile_model
 #: Synthetic street frames the ``onnxruntime+int8`` variant is calibrated on.
 INT8_CALIBRATION_FRAMES = 8
 #: The keys of every result row (None where not measurable).
-RESULT_KEYS = ("model", "backend", "device", "height", "width", "batch", "params", "macs", "latency_ms_median",
-               "latency_ms_p90", "latency_ms_mean", "latency_ms_min", "cpu_ms_median", "fps", "gflops_per_s",
-               "peak_mem_mb", "max_abs_diff", "mean_abs_diff", "iters", "first_call_s", "threads", "error")
+RESULT_KEYS = ("model", "backend", "precision", "reason", "device", "height", "width", "batch", "params", "macs",
+               "latency_ms_median", "latency_ms_p90", "latency_ms_mean", "latency_ms_min", "cpu_ms_median", "fps",
+               "gflops_per_s", "peak_mem_mb", "max_abs_diff", "mean_abs_diff", "guard", "iters", "first_call_s",
+               "threads", "error")
 
 
 def run_isolated(task: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -54,19 +56,23 @@ def run_isolated(task: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 def synthetic_calibration_frames(width: int, height: int, count: int = INT8_CALIBRATION_FRAMES,
                                  seed: int = 0) -> list[np.ndarray]:
-    """``count`` synthetic street frames ``(height, width, 3)`` uint8 RGB (:mod:`dna_depth_core.data.synthetic`,
-    rendered in memory, every 4th frame of a drive, no supersampling): int8 calibration images for benchmarks."""
-    poses, _ = make_trajectory(4 * count, seed=seed)
-    scene = SyntheticScene(seed)
-    K = synthetic_intrinsics(width, height)
-    return [scene.render(poses[i], K, width, height, ss=1)[0] for i in range(0, 4 * count, 4)]
+    """``count`` synthetic street frames ``(height, width, 3)`` uint8 RGB (the one builder,
+    :func:`dna_depth_core.data.synthetic.synthetic_frames`: every 4th frame of a drive, no supersampling): int8
+    calibration images for benchmarks."""
+    return [rgb for rgb, _, _ in synthetic_frames(count, width, height, seed=seed, every=4, ss=1)]
 
 
-def _prepare_model(name: str, height: int, width: int, batch: int, workdir: str, need_onnx: bool,
-                   weights: str | None = None, need_int8: bool = False, threads: int | None = None
-                   ) -> dict[str, Any]:
+def _prepare_model(name: str, height: int, width: int, batch: int, workdir: str, specs: Sequence[BackendSpec],
+                   weights: str | None = None, threads: int | None = None) -> dict[str, Any]:
     """Parameters and MACs of ``name``, its checkpoint (``weights``, or seeded random weights saved to
-    ``workdir``) and, as needed, its static ONNX export and the int8 export calibrated on synthetic frames."""
+    ``workdir``) and, as the ``specs`` need them, its static ONNX export (cleaned, and raw), the onnxruntime int8
+    exports and the OpenVINO int8 IR, calibrated on synthetic frames."""
+    need = {s.kind for s in specs}
+    need_onnx = bool(need & {"onnxruntime", "openvino", "auto"})
+    need_raw = any(s.raw for s in specs)
+    need_int8 = any(s.kind == "onnxruntime" and s.dtype == "int8" and not s.reduce_range for s in specs)
+    need_int8_rr = any(s.kind == "onnxruntime" and s.reduce_range for s in specs)
+    need_ov_int8 = any(s.kind == "openvino" and s.dtype == "int8" for s in specs)
     prof = profile_model(name, height, width)
     if weights:
         net = load_checkpoint(weights, map_location="cpu", expected_model=name)
@@ -76,29 +82,43 @@ def _prepare_model(name: str, height: int, width: int, batch: int, workdir: str,
         net = build_model(name, height=height, width=width).eval()
         ckpt = os.path.join(workdir, f"{name}.safetensors")
         save_checkpoint(net, ckpt, provenance={"source": "seeded random init (benchmark)"})
-    onnx_path = None
-    if need_onnx:
-        onnx_path = os.path.join(workdir, f"{name}_{height}x{width}.onnx")
-        export_onnx(net, onnx_path, height=height, width=width, batch=batch, verify=False)
-    int8_path = None
+    stem = os.path.join(workdir, f"{name}_{height}x{width}")
+    out: dict[str, Any] = {"params": prof["params"], "macs": prof["macs"], "checkpoint": ckpt, "onnx": None,
+                           "onnx_raw": None, "onnx_int8": None, "onnx_int8_rr": None, "ov_int8": None}
+    if need_onnx or need_raw or need_int8 or need_int8_rr or need_ov_int8:
+        out["onnx"] = stem + ".onnx"
+        export_onnx(net, out["onnx"], height=height, width=width, batch=batch, verify=False)
+    if need_raw:
+        out["onnx_raw"] = stem + "_raw.onnx"
+        export_onnx(net, out["onnx_raw"], height=height, width=width, batch=batch, verify=False, cleanup=False)
+    frames = synthetic_calibration_frames(width, height) if need_int8 or need_int8_rr or need_ov_int8 else []
     if need_int8:
-        int8_path = os.path.join(workdir, f"{name}_{height}x{width}_int8.onnx")
-        quantize_onnx_int8(onnx_path, int8_path, synthetic_calibration_frames(width, height), count=None,
-                           threads=threads, verify=False)
-    return {"params": prof["params"], "macs": prof["macs"], "checkpoint": ckpt, "onnx": onnx_path,
-            "onnx_int8": int8_path}
+        out["onnx_int8"] = stem + "_int8.onnx"
+        quantize_onnx_int8(out["onnx"], out["onnx_int8"], frames, count=None, threads=threads, verify=False)
+    if need_int8_rr:
+        out["onnx_int8_rr"] = stem + "_int8_rr.onnx"
+        quantize_onnx_int8(out["onnx"], out["onnx_int8_rr"], frames, count=None, threads=threads, verify=False,
+                           reduce_range=True)
+    if need_ov_int8:
+        out["ov_int8"] = stem + "_int8.xml"
+        quantize_openvino_int8(out["onnx"], out["ov_int8"], frames, count=None, threads=threads, verify=False)
+    return out
 
 
 def bench(models: Sequence[str], backends: Sequence[str], height: int = 192, width: int = 640, batch: int = 1,
           device: str = "cpu", threads: int | None = None, warmup: int = 3, iters: int = 20, min_iters: int = 5,
           max_time: float = 30.0, repeats: int = 1, isolate: bool = True, compare: bool = True,
-          weights: dict[str, str] | None = None, timeout: float = 900.0, progress=None) -> dict[str, Any]:
-    """Measure every (model, backend) pair; returns ``{"machine", "settings", "results"}``.
+          weights: dict[str, str] | None = None, timeout: float = 900.0, progress=None,
+          guard: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Measure every (model, backend) pair; returns ``{"machine", "settings", "results"}`` (+ ``"guard"``).
 
     ``results`` holds one dict per pair with :data:`RESULT_KEYS` (values None when not measurable). With
     ``repeats`` > 1 the pairs are measured round-robin that many times and the samples pooled (fairer on a
     machine whose load changes). ``weights``: optional ``{model: checkpoint}`` to measure real weights.
-    ``progress``: optional callable receiving one line per finished measurement.
+    ``progress``: optional callable receiving one line per finished measurement. ``guard``: accuracy-guard records
+    (:func:`dna_depth_core.benchmark.guard.run_guard`, of trained networks) by path ``"backend:precision"``: each
+    row of that path gets its verdict in ``guard`` (``{"passed", "d_abs_rel", "d_a1"}``: the largest deltas over
+    the records' data sets), and the records go to the report's ``guard``.
     """
     if height % 32 or width % 32 or height <= 0 or width <= 0:
         raise ValueError(f"--height/--width must be positive multiples of 32, got {height}x{width}")
@@ -114,8 +134,8 @@ def bench(models: Sequence[str], backends: Sequence[str], height: int = 192, wid
     for s in specs:
         if dev.type == "cpu" and (s.dtype == "fp16" or s.cuda_graph):
             raise ValueError(f"backend '{s.name}' needs CUDA (fp16 and CUDA graphs are GPU options)")
-        if dev.type == "cuda" and s.dtype == "int8":
-            raise ValueError(f"backend '{s.name}' is a CPU path (onnxruntime int8 kernels); use --device cpu")
+        if dev.type == "cuda" and (s.dtype == "int8" or s.kind == "openvino"):
+            raise ValueError(f"backend '{s.name}' is a CPU path (int8 kernels, OpenVINO); use --device cpu")
     threads = int(threads or machine.usable_cpus())
     machine_desc = machine.describe(str(dev))
     settings = {"height": height, "width": width, "batch": batch, "device": str(dev), "threads": threads,
@@ -124,16 +144,15 @@ def bench(models: Sequence[str], backends: Sequence[str], height: int = 192, wid
     results: dict[tuple[str, str], dict[str, Any]] = {}
     disps: dict[tuple[str, str], str] = {}
     with tempfile.TemporaryDirectory(prefix="dna-depth-bench-") as workdir:
-        need_int8 = any(s.kind == "onnxruntime" and s.dtype == "int8" for s in specs)
-        prepared = {m: _prepare_model(m, height, width, batch, workdir, any(s.kind == "onnxruntime" for s in specs),
-                                      (weights or {}).get(m), need_int8=need_int8, threads=threads) for m in models}
+        prepared = {m: _prepare_model(m, height, width, batch, workdir, specs, (weights or {}).get(m),
+                                      threads=threads) for m in models}
         for rep in range(repeats):
             for m in models:
                 for s in specs:
                     disp_out = os.path.join(workdir, f"{m}__{s.name}.npy") if compare and rep == 0 else None
-                    task = {"model": m, "backend": s.name, "checkpoint": prepared[m]["checkpoint"],
-                            "onnx": prepared[m]["onnx"], "onnx_int8": prepared[m]["onnx_int8"], "height": height,
-                            "width": width, "batch": batch,
+                    files = {k: prepared[m][k] for k in ("checkpoint", "onnx", "onnx_raw", "onnx_int8",
+                                                         "onnx_int8_rr", "ov_int8")}
+                    task = {"model": m, "backend": s.name, **files, "height": height, "width": width, "batch": batch,
                             "device": str(dev), "threads": threads, "warmup": warmup, "iters": iters,
                             "min_iters": min_iters, "max_time": max_time, "disp_out": disp_out}
                     r = run_isolated(task, timeout) if isolate else _safe_measure(task)
@@ -177,11 +196,24 @@ def bench(models: Sequence[str], backends: Sequence[str], height: int = 192, wid
                 if ref is not None and (m, s.name) in disps:
                     d = np.abs(np.load(disps[(m, s.name)]).astype(np.float64) - ref)
                     r["max_abs_diff"], r["mean_abs_diff"] = float(d.max()), float(d.mean())
+                r["guard"] = _guard_summary((guard or {}).get(f"{s.kind}:{r.get('precision') or s.dtype}"))
                 for k in RESULT_KEYS:
                     r.setdefault(k, None)
                 rows.append(r)
     machine_desc["loadavg_end"] = machine.load_average()
-    return {"machine": machine_desc, "settings": settings, "results": rows}
+    report = {"machine": machine_desc, "settings": settings, "results": rows}
+    if guard:
+        report["guard"] = guard
+    return report
+
+
+def _guard_summary(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A row's guard cell: the verdict and the largest |delta| over the record's data sets (None: no record)."""
+    if not record:
+        return None
+    sets = list(record["datasets"].values())
+    worst = {k: max((d[k] for d in sets), key=abs) for k in ("d_abs_rel", "d_a1")}
+    return {"passed": bool(record["passed"]), **worst}
 
 
 def _safe_measure(task: dict[str, Any]) -> dict[str, Any]:

@@ -16,18 +16,26 @@ def _f(v: Any, fmt: str) -> str:
 def format_table(report: dict[str, Any], markdown: bool = False) -> str:
     """The results as an aligned text table (or a markdown table), one row per (model, backend)."""
     cpu = report["settings"]["device"] == "cpu"
-    head = ["model", "backend", "params (M)", "GMACs", "median ms", "p90 ms", "min ms"] + (["CPU ms"] if cpu else [])
+    with_guard = any(r.get("guard") for r in report["results"])
+    head = ["model", "backend", "precision", "params (M)", "GMACs", "median ms", "p90 ms", "min ms"]
+    head += ["CPU ms"] if cpu else []
     head += ["FPS", "GFLOP/s"]
     head += ["% CPU peak"] if cpu else []
-    head += ["peak MB", "max |d disp|", "note"]
+    head += ["peak MB", "max |d disp|"] + (["guard d AbsRel / d a1"] if with_guard else []) + ["note"]
     rows = []
     for r in report["results"]:
-        row = [r["model"], r["backend"], _f(r["params"] and r["params"] / 1e6, ".3f"), _f(r["macs"] and r["macs"] / 1e9, ".2f"),
+        row = [r["model"], r["backend"], r.get("precision") or "-", _f(r["params"] and r["params"] / 1e6, ".3f"),
+               _f(r["macs"] and r["macs"] / 1e9, ".2f"),
                _f(r["latency_ms_median"], ".1f"), _f(r["latency_ms_p90"], ".1f"), _f(r["latency_ms_min"], ".1f")]
         row += [_f(r.get("cpu_ms_median"), ".1f")] if cpu else []
         row += [_f(r["fps"], ".2f"), _f(r["gflops_per_s"], ".1f")]
         row += [_f(r.get("percent_of_cpu_peak"), ".1f")] if cpu else []
-        row += [_f(r["peak_mem_mb"], ".0f"), _f(r["max_abs_diff"], ".1e"), (r.get("error") or "")[:80]]
+        row += [_f(r["peak_mem_mb"], ".0f"), _f(r["max_abs_diff"], ".1e")]
+        if with_guard:
+            g = r.get("guard")
+            row += [f"{g['d_abs_rel']:+.4f} / {g['d_a1']:+.4f} " + ("pass" if g["passed"] else "FAIL") if g else
+                    ("fp32" if r.get("precision") == "fp32" else "-")]
+        row += [(r.get("error") or "")[:80]]
         rows.append(row)
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -45,7 +53,10 @@ def format_header(report: dict[str, Any]) -> str:
     lines = [
         f"date: {m['date']}",
         f"machine: {m['cpu']}, {m['usable_cpus']} usable CPUs" + (f", GPU {m['gpu']}" if m.get("gpu") else ""),
-        f"cpu flags: {flags}; torch CPU capability {m['torch_cpu_capability']}",
+        f"cpu flags: {flags}; torch CPU capability {m['torch_cpu_capability']}"
+        + (f"; ISA class {m['isa_class']} (VNNI {'yes' if m.get('vnni') else 'no'}, native bf16 "
+           f"{'yes' if m.get('native_bf16') else 'no'}); OpenVINO CPU capabilities "
+           f"{', '.join(m.get('openvino_capabilities') or []) or '-'}" if "isa_class" in m else ""),
         "versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"load average: start {m['loadavg_start']}, end {m.get('loadavg_end')}",
         f"settings: {s['width']}x{s['height']} batch {s['batch']} on {s['device']}, {s['threads']} threads, "

@@ -14,10 +14,16 @@ CPU, its share of the machine's fp32 peak, peak memory (CPU: growth of the proce
 CUDA: torch.cuda.max_memory_allocated), parameters and MACs, and the largest disparity difference against the
 same model's fp32 torch output. Weights are seeded random (latency does not depend on their values).
 
-backends: torch (fp32 eager), onnxruntime, and torch variants joined with '+': cl (channels_last),
-bf16 (CPU autocast / CUDA cast), fp16 (CUDA), compile (torch.compile), graph (CUDA graphs), e.g. torch+cl+bf16;
-onnxruntime+int8 (CPU): the export quantised to int8, calibrated on 8 synthetic frames rendered at the benchmark
-size (with random weights only its latency means something; its disparity difference is on a noise input).
+backends: torch (fp32 eager), onnxruntime, openvino, auto, and variants joined with '+':
+  torch: cl (channels_last), bf16 (CPU autocast / CUDA cast), fp16 (CUDA), compile (torch.compile), graph (CUDA
+    graphs), e.g. torch+cl+bf16;
+  onnxruntime: int8 (the QDQ export, exact int8 kernels on every x86 CPU), int8+rr (7-bit weights), raw (fp32
+    export without the graph clean-ups, to measure them);
+  openvino: int8 (the NNCF IR for this CPU's ISA), bf16 (only on a CPU with native bf16), raw;
+  auto: what `backend: auto` picks for the fp32 export here (its reason is in the JSON).
+int8 files are calibrated on 8 synthetic frames rendered at the benchmark size: with random weights only their
+latency means something (their disparity difference is on a noise input); accuracy is the guard's job
+(`dna-depth guard`, benchmarks/fastpath_report.py).
 
 The report records the machine (CPU, flags, cores, GPU), library versions, load average and date. A loaded
 machine slows every number: benchmark on a quiet one.
@@ -25,6 +31,8 @@ machine slows every number: benchmark on a quiet one.
 example:
   dna-depth bench --models dna_b0,dna_b1,monodepth2_r18 --backends torch,onnxruntime --height 192 --width 640
   dna-depth bench --models dna_b0 --backends torch,torch+cl,onnxruntime --json > bench.json
+  dna-depth bench --models dna_b0,monodepth2_r18 --backends onnxruntime,onnxruntime+int8,openvino,openvino+int8,auto \
+      --threads 2 --repeats 2
   dna-depth bench --models dna_b0 --backends torch+fp16,torch+fp16+graph --device cuda --batch 8"""
 
 

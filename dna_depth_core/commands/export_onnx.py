@@ -7,7 +7,14 @@ import tempfile
 
 import torch
 
-from dna_depth_core.export import DEFAULT_CALIBRATION_COUNT, export_onnx, find_calibration_images, quantize_onnx_int8
+from dna_depth_core.export import (
+    DEFAULT_CALIBRATION_COUNT,
+    export_onnx,
+    find_calibration_images,
+    quantize_onnx_int8,
+    quantize_openvino_int8,
+)
+from dna_depth_core.machine import ISA_CLASSES
 from dna_depth_core.models.registry import build_model, list_models
 from dna_depth_core.preprocess import RESIZE_MODES
 
@@ -19,11 +26,16 @@ DESCRIPTION = """Export the depth network of a checkpoint to ONNX (opset 17 by d
 stored in the model's metadata_props, so the .onnx file is all `DepthEstimator(..., backend="onnxruntime")` needs.
 
 The export is run with onnxruntime against torch on a seeded input and the largest difference of the disparity is
-printed; above --atol (1e-4) the command fails.
+printed; above --atol (1e-4) the command fails. The graph gets exact clean-ups first (the decoder's zero pads folded
+into its convolutions, spatial means as GlobalAveragePool; the check covers them); --no-cleanup keeps torch's graph.
 
-int8 (CPU): --int8 exports fp32 as above (and verifies it), then quantises it with onnxruntime static quantisation
-(QDQ; int8 weights per output channel, uint8 activations, MinMax ranges) calibrated on --calibration images, and
-writes only the int8 model to --out. The calibration images are prepared for the export size by the one
+int8 (CPU): --int8 exports fp32 as above (and verifies it), then quantises it calibrated on --calibration images,
+and writes only the int8 model to --out. --runtime onnxruntime (default): onnxruntime static quantisation (QDQ
+.onnx; int8 weights per output channel, uint8 activations, MinMax ranges); it runs exactly on every x86 CPU (the
+backend picks exact kernels without VNNI). --runtime openvino: NNCF post-training quantisation to an OpenVINO IR
+(--out NAME.xml, + NAME.bin; --preset mixed by default), with 7-bit weights for a CPU without VNNI
+(--target-isa, default this CPU's class: an 8-bit IR would saturate there and is refused by the backend). On a
+CPU without VNNI, OpenVINO int8 is the int8 that pays (docs/deployment.md). The calibration images are prepared for the export size by the one
 image-to-input rule (dna_depth_core.preprocess.prepare) that DepthEstimator and the ROS node apply to camera frames
 (--calibration-resize: the node's resize_mode); use frames like the deployment's (same camera and kind of
 scenes): the ranges come from them. Calibration costs one fp32 forward pass per image. The last convolution
@@ -38,7 +50,9 @@ example:
   dna-depth export-onnx --weights dna_b0.safetensors --out dna_b0_dyn.onnx --dynamic
   dna-depth export-onnx --weights dna_b0.safetensors --out dna_b0_int8.onnx --int8 --calibration frames/
   dna-depth export-onnx --weights dna_b0.safetensors --out dna_b0_int8.onnx --int8 \
-      --calibration 'data/**/image_02/data/*.png' --calibration-count 100"""
+      --calibration 'data/**/image_02/data/*.png' --calibration-count 100
+  dna-depth export-onnx --weights dna_b0.safetensors --out dna_b0_int8.xml --int8 --runtime openvino \
+      --calibration frames/ [--target-isa avx512_vnni]"""
 
 
 def add_arguments(p) -> None:
@@ -55,6 +69,8 @@ def add_arguments(p) -> None:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
     p.add_argument("--atol", type=float, default=1e-4, help="largest accepted |onnxruntime - torch| (default 1e-4)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
+    p.add_argument("--no-cleanup", action="store_true",
+                   help="keep torch's graph as exported (no exact clean-ups: pad folding, GlobalAveragePool)")
     q = p.add_argument_group("int8 (CPU)")
     q.add_argument("--int8", action="store_true",
                    help="write an int8 model (onnxruntime static QDQ quantisation) calibrated on --calibration")
@@ -68,7 +84,17 @@ def add_arguments(p) -> None:
                    help="how calibration images reach the export size, as the node's resize_mode / "
                         "DepthEstimator's resize: stretch (default) or crop (centre crop to the aspect ratio first)")
     q.add_argument("--threads", type=int, default=None,
-                   help="onnxruntime threads for the int8 calibration and its check (default: the usable cores)")
+                   help="threads for the int8 calibration and its check (default: the usable cores)")
+    q.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                   help="onnxruntime (default: a QDQ .onnx) or openvino (an NNCF IR: --out NAME.xml)")
+    q.add_argument("--target-isa", choices=ISA_CLASSES, default=None,
+                   help="openvino: the CPU class the IR is for (default: this CPU's); without VNNI (avx2, avx512) "
+                        "the weights get 7 bits so the int8 kernels cannot saturate")
+    q.add_argument("--preset", choices=("mixed", "performance"), default="mixed",
+                   help="openvino: NNCF preset (default mixed: asymmetric activations)")
+    q.add_argument("--reduce-range", action="store_true",
+                   help="onnxruntime: 7-bit weights (keeps the fast U8S8 kernels on CPUs without VNNI; less "
+                        "accurate)")
     p.add_argument("--json", action="store_true", help="print the export report as JSON")
 
 
@@ -80,6 +106,15 @@ def run(args) -> int:
             raise ValueError("--int8 needs a static model: drop --dynamic and export at the deployment size")
     elif args.calibration or args.calibration_count is not None or args.calibration_resize != "stretch":
         raise ValueError("--calibration/--calibration-count/--calibration-resize are for --int8")
+    elif args.runtime != "onnxruntime" or args.target_isa or args.preset != "mixed" or args.reduce_range:
+        raise ValueError("--runtime/--target-isa/--preset/--reduce-range are for --int8")
+    if args.int8 and args.runtime == "openvino":
+        if not args.out.endswith(".xml"):
+            raise ValueError(f"--runtime openvino writes an OpenVINO IR: --out must end in .xml, got {args.out}")
+        if args.reduce_range:
+            raise ValueError("--reduce-range is for --runtime onnxruntime (openvino: --target-isa decides the bits)")
+    elif args.int8 and (args.target_isa or args.preset != "mixed"):
+        raise ValueError("--target-isa/--preset are for --runtime openvino")
     if args.weights:
         source = args.weights
     else:
@@ -91,23 +126,32 @@ def run(args) -> int:
         with tempfile.TemporaryDirectory(prefix="dna-depth-export-") as tmp:
             fp32_path = os.path.join(tmp, "fp32.onnx")
             r = export_onnx(source, fp32_path, height=args.height, width=args.width, all_scales=args.all_scales,
-                            opset=args.opset, verify=not args.no_verify, atol=args.atol, batch=args.batch)
-            q = quantize_onnx_int8(fp32_path, args.out, args.calibration, count=count, threads=args.threads,
-                                   verify=not args.no_verify, resize=args.calibration_resize)
+                            opset=args.opset, verify=not args.no_verify, atol=args.atol, batch=args.batch,
+                            cleanup=not args.no_cleanup)
+            if args.runtime == "openvino":
+                q = quantize_openvino_int8(fp32_path, args.out, args.calibration, count=count, preset=args.preset,
+                                           target_isa=args.target_isa, threads=args.threads,
+                                           verify=not args.no_verify, resize=args.calibration_resize)
+            else:
+                q = quantize_onnx_int8(fp32_path, args.out, args.calibration, count=count, threads=args.threads,
+                                       verify=not args.no_verify, resize=args.calibration_resize,
+                                       reduce_range=args.reduce_range)
         if args.json:
             print(json.dumps({"fp32": r.to_dict(), "int8": q.to_dict()}))
             return 0
         _print_fp32(r, args, "fp32 export (temporary)")
-        print(f"int8 -> {q.path} ({q.size_bytes / 2**20:.1f} MiB, from {q.fp32_size_bytes / 2**20:.1f} MiB fp32), "
-              f"calibrated on {q.calibration_images} images in {q.seconds:.1f} s; float nodes: "
-              f"{', '.join(q.float_nodes) or 'none'}")
+        extra = (f"; {q.recipe['weights']} weights for {q.recipe['target_isa']} (overflow_fix "
+                 f"{q.recipe['overflow_fix']})" if q.runtime == "openvino" else "")
+        print(f"int8 ({q.runtime}) -> {q.path} ({q.size_bytes / 2**20:.1f} MiB, from {q.fp32_size_bytes / 2**20:.1f} "
+              f"MiB fp32), calibrated on {q.calibration_images} images in {q.seconds:.1f} s; float nodes: "
+              f"{', '.join(q.float_nodes) or 'none'}{extra}")
         if q.max_abs_diff is not None:
             print(f"int8 vs fp32 disparity on {q.checked_images} calibration images: max {q.max_abs_diff:.2e}, "
                   f"mean {q.mean_abs_diff:.2e} (mean relative {100 * q.mean_rel_diff:.2f} %)")
         return 0
     r = export_onnx(source, args.out, height=args.height, width=args.width, dynamic=args.dynamic,
                     all_scales=args.all_scales, opset=args.opset, verify=not args.no_verify, atol=args.atol,
-                    batch=args.batch)
+                    batch=args.batch, cleanup=not args.no_cleanup)
     if args.json:
         print(json.dumps(r.to_dict()))
         return 0
@@ -119,6 +163,8 @@ def _print_fp32(r, args, where: str | None = None) -> None:
     shape = "B x 3 x H x W (dynamic)" if r.dynamic else f"{args.batch} x 3 x {r.height} x {r.width}"
     print(f"{r.model} -> {where or r.path} ({r.size_bytes / 2**20:.1f} MiB, opset {r.opset}, input {shape}, "
           f"outputs {', '.join(r.outputs)}) in {r.seconds:.1f} s")
+    if r.cleanup:
+        print("graph clean-ups: " + ", ".join(f"{k} {v}" for k, v in sorted(r.cleanup.items())))
     if r.max_abs_diff is not None:
         checks = ", ".join(f"{k}: {v:.2e}" for k, v in r.checked.items())
         print(f"verified with onnxruntime: max |onnxruntime - torch| of the disparity = {r.max_abs_diff:.2e} "

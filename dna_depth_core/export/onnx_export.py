@@ -10,6 +10,7 @@ the file with :class:`dna_depth_core.backends.OnnxBackend`, i.e. exactly what in
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import Any
@@ -19,7 +20,13 @@ import torch
 
 from dna_depth_core.backends.onnx_backend import OnnxBackend
 from dna_depth_core.io.atomic import write_bytes
-from dna_depth_core.io.onnx_format import DEFAULT_OPSET, OUTPUT_NAMES, export_to_bytes, network_and_provenance
+from dna_depth_core.io.onnx_format import (
+    DEFAULT_OPSET,
+    OUTPUT_NAMES,
+    export_to_bytes,
+    network_and_provenance,
+    read_onnx_metadata,
+)
 from dna_depth_core.models.depth_net import DepthNet
 
 
@@ -37,6 +44,8 @@ class ExportReport:
     outputs: tuple[str, ...]
     size_bytes: int
     seconds: float
+    # The exact graph clean-ups applied (dna_depth_core.io.onnx_cleanup): counts, or {} without clean-up.
+    cleanup: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Verification (None when skipped): the largest |onnxruntime - torch| over the scale-0 disparity, per checked
     # input size "BxHxW" (batch 2 when dynamic, else the graph's batch).
     max_abs_diff: float | None = None
@@ -48,12 +57,13 @@ class ExportReport:
 
 def export_onnx(source: Any, out_path: str | os.PathLike, height: int | None = None, width: int | None = None,
                 dynamic: bool = False, all_scales: bool = False, opset: int = DEFAULT_OPSET,
-                verify: bool = True, atol: float = 1e-4, batch: int = 1) -> ExportReport:
+                verify: bool = True, atol: float = 1e-4, batch: int = 1, cleanup: bool = True) -> ExportReport:
     """Export a checkpoint (path) or a DepthNet to ``out_path`` (atomically) and (``verify``) check it with
     onnxruntime.
 
     ``height``/``width`` default to the network's training size; ``dynamic`` makes batch, height and width dynamic;
-    ``all_scales`` adds the 1/2, 1/4 and 1/8 disparities; ``batch`` is the batch of a static graph.
+    ``all_scales`` adds the 1/2, 1/4 and 1/8 disparities; ``batch`` is the batch of a static graph. ``cleanup``
+    applies the exact graph clean-ups (:mod:`dna_depth_core.io.onnx_cleanup`; the verification covers them).
     Verification runs onnxruntime (CPU) and torch on the same seeded input in [0, 1] and records the largest
     absolute difference of the scale-0 disparity; with ``dynamic`` it checks the export size and a second size
     (+64 rows, +128 columns) at batch 2. A difference above ``atol`` raises RuntimeError (the file is kept so it
@@ -65,13 +75,14 @@ def export_onnx(source: Any, out_path: str | os.PathLike, height: int | None = N
     height = int(cfg.height if height is None else height)
     width = int(cfg.width if width is None else width)
     data = export_to_bytes(net, height, width, dynamic=dynamic, all_scales=all_scales, opset=opset,
-                           provenance=provenance, batch=batch)
+                           provenance=provenance, batch=batch, cleanup=cleanup)
     out_path = os.fspath(out_path)
     write_bytes(out_path, data)
     outputs = OUTPUT_NAMES if all_scales else OUTPUT_NAMES[:1]
     report = ExportReport(path=os.path.abspath(out_path), model=cfg.name, height=height, width=width,
                           dynamic=dynamic, all_scales=all_scales, opset=opset, outputs=tuple(outputs),
-                          size_bytes=len(data), seconds=0.0)
+                          size_bytes=len(data), seconds=0.0,
+                          cleanup=json.loads(read_onnx_metadata(data).get("graph_cleanup", "{}")))
     if verify:
         sizes = [(1 if dynamic else batch, height, width)]
         if dynamic:

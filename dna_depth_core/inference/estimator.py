@@ -10,8 +10,10 @@ Pipeline:
 1. :func:`dna_depth_core.preprocess.prepare` (the one image -> input rule: optional centre crop to the network's
    aspect ratio with ``resize="crop"``, resize, [0, 1] float) and :func:`dna_depth_core.camera.network_K` (the
    intrinsics follow the crop and the resize).
-2. The backend (``backend="auto"``, ``"torch"``, ``"onnxruntime"``; see :mod:`dna_depth_core.backends`) turns the
-   ``(1, 3, h, w)`` input into the sigmoid disparity ``(1, 1, h, w)``.
+2. The backend (``backend="auto"``, ``"torch"``, ``"onnxruntime"``, ``"openvino"``; see
+   :mod:`dna_depth_core.backends`) at ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``, ``"int8"``) turns the
+   ``(1, 3, h, w)`` input into the sigmoid disparity ``(1, 1, h, w)``. ``backend_reason`` says in one line what
+   runs and why (for ``auto``: the CPU's ISA class, the runtimes installed, the model file's accuracy guard).
 3. The disparity is resized to the requested output (``output="input"``: the input's resolution, bilinear, NaN
    outside a crop; ``output="network"``: the network's), converted with ``geometry.disp_to_depth`` and multiplied
    by the metric scale.
@@ -22,11 +24,14 @@ Metric scale (self-supervised monocular depth is only known up to scale):
 - ``"fixed"``: ``scale_factor`` from calibration.
 - ``"camera_height"``: :class:`~dna_depth_core.inference.scale.GroundPlaneScale` fits the ground plane in the
   lower image, compares its distance to the known mounting height, and smooths the factor over time.
+
+:class:`~dna_depth_core.inference.scale_state.ScaleTracker` keeps the scale's state (measured, rejected,
+converged, frozen; ``freeze_scale``, ``withhold``) and the frame's ground plane in metres
+(``DepthResult.scale_state``, ``DepthResult.ground_plane``).
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Any
 
@@ -37,10 +42,11 @@ import torch
 from dna_depth_core import geometry
 from dna_depth_core.backends import create_backend
 from dna_depth_core.camera import as_K
+from dna_depth_core.inference.ground import GroundPlane
 from dna_depth_core.inference.scale import GroundPlaneScale
+from dna_depth_core.inference.scale_state import SCALE_MODES, ScaleState, ScaleTracker
 from dna_depth_core.preprocess import RESIZE_MODES, as_rgb, prepare
 
-SCALE_MODES = ("none", "fixed", "camera_height")
 OUTPUT_MODES = ("input", "network")
 
 
@@ -56,6 +62,11 @@ class DepthResult:
     scale: the factor applied to the network's depth. ``scale_measured``: this frame's camera-height
         measurement (None when not measured or the fit failed).
     timings: seconds for ``preprocess``, ``inference`` and ``postprocess``.
+    scale_state: the scale's :class:`~dna_depth_core.inference.scale_state.ScaleState` for this frame (counters,
+        converged, frozen, ``withheld``: the depth should not be published yet).
+    ground_plane: the ground in the depth's units (:class:`~dna_depth_core.inference.ground.GroundPlane`): this
+        frame's fit in ``camera_height`` mode (or the last fit's normal at the mounting height when this frame's
+        fit failed); None in the other modes and before the first fit.
     """
 
     depth: np.ndarray
@@ -66,6 +77,8 @@ class DepthResult:
     metric: bool
     scale_measured: float | None
     timings: dict[str, float]
+    scale_state: ScaleState | None = None
+    ground_plane: GroundPlane | None = None
 
     @property
     def units(self) -> str:
@@ -79,8 +92,14 @@ class DepthEstimator:
         checkpoint: path to a dna-depth checkpoint (``.safetensors``) or a depth network.
         device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         fp16: half precision on CUDA (ignored on the CPU).
-        backend: a registered backend name: ``"auto"`` (default: onnxruntime on the CPU, torch on CUDA),
-            ``"torch"`` or ``"onnxruntime"`` (which also takes an exported ``.onnx`` file as ``checkpoint``).
+        backend: a registered backend name: ``"auto"`` (default: :func:`dna_depth_core.backends.select_backend`
+            picks by the device, the model file, the CPU's ISA, the installed runtimes and the accuracy guard),
+            ``"torch"``, ``"onnxruntime"`` (also an exported ``.onnx`` file as ``checkpoint``) or ``"openvino"``
+            (an ``.onnx``, or an int8 IR ``.xml``; CPU only).
+        precision: ``"auto"`` (the model file's own; with ``backend="auto"``, bf16 where the CPU computes it
+            natively and the file's accuracy-guard record allows it), ``"fp32"``, ``"bf16"`` (native bf16 only) or
+            ``"int8"`` (needs an int8 file: ``dna-depth export-onnx --int8``). A request that cannot be served is a
+            ValueError naming why.
         input_size: ``(height, width)`` the image is resized to, multiples of 32; default: the checkpoint's.
         output: ``"input"`` (depth at the input image's resolution) or ``"network"`` (at ``input_size``).
         resize: ``"stretch"`` (resize the whole image) or ``"crop"`` (centre-crop to the network's aspect ratio
@@ -90,26 +109,29 @@ class DepthEstimator:
             ground-plane fit succeeds (results are then flagged ``metric=False``).
         camera_height: mounting height in metres for ``"camera_height"``.
         ground: extra keyword arguments of :class:`GroundPlaneScale`.
+        converge_frames, converge_tolerance: the scale has converged when this many consecutive measurements lie
+            within this relative tolerance of their median (:class:`ScaleTracker`).
+        freeze_scale: freeze the ``camera_height`` scale once it has converged (:meth:`rearm_scale` unfreezes it).
+        withhold: flag results as withheld (``scale_state.withheld``) until the scale is metric, and with
+            ``freeze_scale`` frozen.
     """
 
     def __init__(self, checkpoint: Any, device: str = "auto", fp16: bool = False, backend: str = "auto",
                  input_size: tuple[int, int] | None = None, output: str = "input", resize: str = "stretch",
                  scale_mode: str = "none", scale_factor: float = 1.0, camera_height: float | None = None,
-                 ground: dict[str, Any] | None = None):
+                 ground: dict[str, Any] | None = None, converge_frames: int = 10, converge_tolerance: float = 0.05,
+                 freeze_scale: bool = False, withhold: bool = False, precision: str = "auto"):
         if output not in OUTPUT_MODES:
             raise ValueError(f"output '{output}' unknown; use one of {OUTPUT_MODES}")
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize '{resize}' unknown; use one of {RESIZE_MODES}")
-        if scale_mode not in SCALE_MODES:
-            raise ValueError(f"scale_mode '{scale_mode}' unknown; use one of {SCALE_MODES}")
-        if not (scale_factor > 0 and math.isfinite(scale_factor)):
-            raise ValueError(f"scale_factor must be positive, got {scale_factor}")
-        self.ground: GroundPlaneScale | None = None
-        if scale_mode == "camera_height":
-            if camera_height is None:
-                raise ValueError("scale_mode 'camera_height' needs camera_height (metres)")
-            self.ground = GroundPlaneScale(camera_height, **(ground or {}))
-        self.backend = create_backend(backend, checkpoint, device=device, fp16=fp16)
+        self.scale_tracker = ScaleTracker(scale_mode, scale_factor, camera_height, ground,
+                                          converge_frames=converge_frames, converge_tolerance=converge_tolerance,
+                                          freeze=freeze_scale, withhold=withhold)
+        self.ground: GroundPlaneScale | None = self.scale_tracker.ground
+        self.backend = create_backend(backend, checkpoint, device=device, fp16=fp16, precision=precision)
+        #: One line: which backend and precision run, and why (the ROS node logs it at start).
+        self.backend_reason: str = self._reason(backend)
         cfg = self.backend.config
         if input_size is None or tuple(input_size) in ((0, 0), (None, None)):
             input_size = (int(cfg.height), int(cfg.width))
@@ -123,11 +145,26 @@ class DepthEstimator:
         self.output = output
         self.resize = resize
         self.scale_mode = scale_mode
-        self.scale_factor = float(scale_factor)
         self.min_depth = float(cfg.min_depth)
         self.max_depth = float(cfg.max_depth)
 
+    def _reason(self, requested: str) -> str:
+        reason = getattr(self.backend, "reason", None)
+        if requested == "auto" and reason:
+            return str(reason)  # "backend auto: <backend> <precision> (<why>)"
+        precision = getattr(self.backend, "precision", None)
+        head = f"backend {requested}" + (f" {precision}" if precision else "")
+        return f"{head}: {reason or 'requested'}"
+
     # -- properties ---------------------------------------------------------------------------------------------
+    @property
+    def scale_factor(self) -> float:
+        return self.scale_tracker.factor
+
+    def rearm_scale(self, reset_filter: bool = False) -> None:
+        """Unfreeze the scale and wait for a new convergence (:meth:`ScaleTracker.rearm`)."""
+        self.scale_tracker.rearm(reset_filter)
+
     @property
     def device(self) -> torch.device:
         return self.backend.device
@@ -166,7 +203,8 @@ class DepthEstimator:
         disp = self.backend(x)[0, 0]  # (h, w)
         t2 = time.perf_counter()
 
-        scale, metric, measured = self._scale(disp, K_net)
+        state = self._scale(disp, K_net)
+        scale = state.value
         if self.output == "network":
             out_disp, K_out = disp, K_net
         else:
@@ -184,27 +222,21 @@ class DepthEstimator:
         _, depth = geometry.disp_to_depth(out_disp, self.min_depth, self.max_depth)
         depth = (depth * np.float32(scale)).astype(np.float32, copy=False)
         t3 = time.perf_counter()
-        return DepthResult(depth=depth, disparity=out_disp, K=None if K_out is None else np.array(K_out), scale=float(scale),
-                           scale_mode=self.scale_mode, metric=metric, scale_measured=measured,
-                           timings={"preprocess": t1 - t0, "inference": t2 - t1, "postprocess": t3 - t2})
+        return DepthResult(depth=depth, disparity=out_disp, K=None if K_out is None else np.array(K_out),
+                           scale=float(scale), scale_mode=self.scale_mode, metric=state.metric,
+                           scale_measured=state.last_measurement,
+                           timings={"preprocess": t1 - t0, "inference": t2 - t1, "postprocess": t3 - t2},
+                           scale_state=state, ground_plane=self.scale_tracker.plane)
 
-    def _scale(self, disp: np.ndarray, K_net: np.ndarray | None) -> tuple[float, bool, float | None]:
-        if self.scale_mode == "none":
-            return 1.0, False, None
-        if self.scale_mode == "fixed":
-            return self.scale_factor, True, None
-        measured = None
-        if K_net is not None:
+    def _scale(self, disp: np.ndarray, K_net: np.ndarray | None) -> ScaleState:
+        rel = None
+        if self.ground is not None and K_net is not None:
             _, rel = geometry.disp_to_depth(disp, self.min_depth, self.max_depth)
-            self.ground.update(rel, K_net)
-            measured = self.ground.last_measurement
-        s = self.ground.scale
-        if s is None:
-            return self.scale_factor, False, measured
-        return s, True, measured
+        return self.scale_tracker.update(rel, K_net)
 
     def __repr__(self) -> str:
         return (f"DepthEstimator(model={getattr(self.config, 'name', '?')}, backend={self.backend.name}, "
+                f"precision={getattr(self.backend, 'precision', '?')}, "
                 f"device={self.device}, fp16={self.fp16}, input_size={self.input_size}, output={self.output}, "
                 f"resize={self.resize}, scale_mode={self.scale_mode})")
 

@@ -12,8 +12,10 @@ The graph:
   ``input_size`` (``HxW`` exported at; a dynamic graph accepts any multiple of 32), ``dynamic`` (``true``,
   ``false``, or ``batch`` when only the batch is dynamic), ``outputs`` (comma-separated output names),
   ``provenance`` (JSON: the source checkpoint's file name and provenance, when exported from a file), ``exporter``
-  (JSON: torch and onnx versions, opset). An int8 model (``dna_depth_core.export.int8``) adds ``precision``
-  (``int8``; absent means fp32), ``calibration_images`` and ``quantization`` (JSON).
+  (JSON: torch and onnx versions, opset), ``graph_cleanup`` (JSON: the exact clean-ups applied,
+  :mod:`dna_depth_core.io.onnx_cleanup`). An int8 model (``dna_depth_core.export.int8``) adds ``precision``
+  (``int8``; absent means fp32), ``calibration_images`` and ``quantization`` (JSON). ``guard`` (JSON, written by
+  ``dna-depth guard``) records the accuracy guard of the reduced-precision paths run from this file.
 
 The TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``) is used: it needs no ``onnxscript`` and
 handles the TF-"same" paddings (constant for every multiple-of-32 input, so a dynamic graph stays exact).
@@ -31,7 +33,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from dna_depth_core.io.atomic import write_bytes
 from dna_depth_core.io.checkpoint import checkpoint_metadata, load_checkpoint
+from dna_depth_core.io.onnx_cleanup import cleanup as clean_graph
 from dna_depth_core.models.depth_net import DepthConfig, DepthNet
 
 ONNX_FORMAT = "dna-depth-onnx/1"
@@ -77,13 +81,14 @@ class _GraphOutputs(nn.Module):
 def export_to_bytes(net: DepthNet, height: int | None = None, width: int | None = None, dynamic: bool = False,
                     all_scales: bool = False, opset: int = DEFAULT_OPSET,
                     provenance: dict[str, Any] | None = None, dynamic_batch: bool = False,
-                    batch: int = 1) -> bytes:
+                    batch: int = 1, cleanup: bool = True) -> bytes:
     """The serialised ONNX model of ``net`` (a CPU float32 DepthNet) with this format's metadata.
 
     ``height``/``width`` default to ``net.config``'s; with ``dynamic`` (batch, height and width dynamic) they only
     set the tracing size. ``dynamic_batch`` makes only the batch dimension dynamic; otherwise the graph's batch is
-    ``batch``. ``provenance`` is recorded as ``dna_depth.provenance``. The model is checked with
-    ``onnx.checker`` before it is returned.
+    ``batch``. ``provenance`` is recorded as ``dna_depth.provenance``. ``cleanup`` applies the exact graph
+    clean-ups of :mod:`dna_depth_core.io.onnx_cleanup` (recorded as ``dna_depth.graph_cleanup``). The model is
+    checked with ``onnx.checker`` before it is returned.
     """
     import onnx  # optional dependency: onnx
 
@@ -133,6 +138,13 @@ def export_to_bytes(net: DepthNet, height: int | None = None, width: int | None 
     model.doc_string = (f"dna-depth {cfg.name}: image (B,3,H,W) float32 in [0,1] -> disparity (B,1,H,W) sigmoid; "
                         f"depth = 1 / (1/{cfg.max_depth} + (1/{cfg.min_depth} - 1/{cfg.max_depth}) * disparity)")
     onnx.checker.check_model(model)
+    data = model.SerializeToString()
+    if not cleanup:
+        return data
+    data, report = clean_graph(data)
+    model = onnx.load_from_string(data)
+    summary = {k: (len(v) if isinstance(v, list) else v) for k, v in report.items() if not k.startswith("ops_")}
+    set_metadata(model, {**metadata_of(model), "graph_cleanup": json.dumps(summary, sort_keys=True)})
     return model.SerializeToString()
 
 
@@ -149,6 +161,14 @@ def set_metadata(model: Any, meta: dict[str, str]) -> None:
 def metadata_of(model: Any) -> dict[str, str]:
     """The ``dna_depth.*`` entries of an ``onnx.ModelProto``, without the prefix (empty for foreign models)."""
     return {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
+
+
+def update_onnx_metadata(path: str | os.PathLike, updates: dict[str, Any]) -> None:
+    """Add or replace ``dna_depth.*`` entries (keys without the prefix) of an ONNX file in place, atomically; the
+    graph is untouched."""
+    model = load_model_proto(path)
+    set_metadata(model, {**metadata_of(model), **{k: str(v) for k, v in updates.items()}})
+    write_bytes(os.fspath(path), model.SerializeToString())
 
 
 def check_onnx_file(path: str | os.PathLike) -> str:
@@ -221,4 +241,5 @@ __all__ = [
     "network_and_provenance",
     "read_onnx_metadata",
     "set_metadata",
+    "update_onnx_metadata",
 ]

@@ -51,7 +51,7 @@ from dna_depth_core.training.config import TrainConfig
 from dna_depth_core.training.datasets import (EpochSampler, SeededItems, batch_frame, batch_intrinsics,
                                               build_dataset, ground_truth_poses)
 from dna_depth_core.training.distributed import broadcast_buffers, setup_distributed, wrap_networks
-from dna_depth_core.machine import native_bf16
+from dna_depth_core.machine import CpuIsa, cpu_isa
 from dna_depth_core.training.networks import build_depth_net, build_pose_net, init_from_checkpoint
 from dna_depth_core.training.rng import mix_seed, seed_everything, seeded_rngs
 from dna_depth_core.training.runlog import RunLog
@@ -67,20 +67,21 @@ class NonFiniteLossError(RuntimeError):
     """Training aborted: the loss (or the gradient) was NaN/inf in ``max_nonfinite`` consecutive steps."""
 
 
-def choose_precision(precision: str, device: torch.device, amp: bool,
-                     flags: dict[str, bool] | None = None) -> tuple[str, str]:
+def choose_precision(precision: str, device: torch.device, amp: bool, isa: CpuIsa | None = None) -> tuple[str, str]:
     """The arithmetic of the training forward pass: ``(name, why)``, name one of ``"fp32"``, ``"bf16"`` (CPU bf16
     autocast) or ``"fp16-amp"`` (CUDA autocast + GradScaler, from ``amp``; ``precision`` applies to CPUs only).
-    ``precision: auto`` picks bf16 on a CPU with native bf16 (``machine.native_bf16``: avx512_bf16 or AMX), fp32
-    otherwise; ``flags`` are the CPU's ISA flags (default: this machine's)."""
+    ``precision: auto`` picks bf16 on a CPU with native bf16 (``machine.CpuIsa.native_bf16``: avx512_bf16 or
+    amx_bf16), fp32 otherwise; ``isa`` is the CPU's (default: this machine's, ``machine.cpu_isa``)."""
     if device.type == "cuda":
         return ("fp16-amp", "CUDA with amp: true") if amp else ("fp32", "CUDA with amp: false")
     if precision == "fp32":
         return "fp32", "precision: fp32"
     if precision == "bf16":
         return "bf16", "precision: bf16"
-    native, why = native_bf16(flags)
-    return ("bf16", f"precision: auto and the CPU has {why}") if native else ("fp32", f"precision: auto and {why}")
+    isa = cpu_isa() if isa is None else isa
+    if isa.native_bf16:
+        return "bf16", f"precision: auto and the CPU has native bf16 ({isa.name})"
+    return "fp32", f"precision: auto and the CPU ({isa.name}) has no avx512_bf16 or amx_bf16 (bf16 would be emulated)"
 
 
 def to_device(obj, device: torch.device):

@@ -106,7 +106,7 @@ def replay(weights, frames, K_of, domain_id: int, timeout: float, camera_height:
     ns = "/demo"
     with Graph(domain_id=domain_id, name="bag_player") as graph:
         node = graph.start_node(ns, params)
-        depth_topic, points_topic = f"{ns}/depth", f"{ns}/points"
+        depth_topic, points_topic = f"{ns}/depth/image", f"{ns}/points"
         graph.collect(depth_topic)
         graph.collect(points_topic, keep=1)  # the newest cloud only
         camera = graph.camera(ns)
