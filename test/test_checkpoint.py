@@ -237,3 +237,48 @@ def test_files_get_the_mode_of_a_plainly_created_file(lite_ckpt, tmp_path):
         os.umask(old)
     assert os.stat(tmp_path / "m.safetensors").st_mode & 0o777 == 0o640
     assert os.stat(tmp_path / "t.txt").st_mode & 0o777 == 0o640
+
+
+def test_packed_checkpoint_reads_as_an_ordinary_one(lite_ckpt, tmp_path):
+    """save_packed_checkpoint: encoder weights int8 with a per-output-channel scale (each weight within half a
+    quantisation step of the original), the rest fp16; read_checkpoint expands it to fp32 transparently, so
+    load_checkpoint gives a network whose depth is close to the original's; the provenance is kept."""
+    from safetensors.torch import load_file
+
+    net, path = lite_ckpt
+    packed = tmp_path / "packed.safetensors"
+    checkpoint_io.save_packed_checkpoint(str(path), str(packed), provenance={"source": "packed test"})
+    raw = load_file(str(packed))
+    orig, _ = read_checkpoint(str(path))
+    quantised = [k[:-2] for k in raw if k.endswith(".q")]
+    assert quantised and all(k.startswith("depth.encoder.") for k in quantised)
+    assert all(raw[k + ".q"].dtype == torch.int8 and raw[k + ".s"].shape == (orig[k].shape[0],) for k in quantised)
+    assert all(v.dtype in (torch.float16, torch.int8, torch.int64) or k.endswith(".s") for k, v in raw.items())
+    assert packed.stat().st_size < 0.4 * path.stat().st_size
+    tensors, meta = read_checkpoint(str(packed))
+    assert tensors.keys() == orig.keys() and "packing" not in meta
+    for k in quantised:  # |w - q s| <= s / 2 for each output channel
+        step = raw[k + ".s"].view(-1, *([1] * (orig[k].dim() - 1)))
+        assert torch.all((tensors[k] - orig[k]).abs() <= step / 2 + 1e-7), k
+    assert all(tensors[k].dtype == orig[k].dtype for k in orig)
+    assert checkpoint_metadata(str(packed))["provenance"]["source"] == "packed test"
+    loaded = dna_depth_core.load_checkpoint(str(packed))
+    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = net(x)[0], loaded(x)[0]
+    assert (a - b).abs().max() < 0.02 * a.abs().max()
+
+
+def test_unknown_packing_is_named(lite_ckpt, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    _, path = lite_ckpt
+    tensors, _ = read_checkpoint(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    meta["packing"] = "zstd/9"
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata=meta)
+    with pytest.raises(ValueError, match="unknown packing 'zstd/9'"):
+        read_checkpoint(str(bad))

@@ -1,6 +1,7 @@
-"""The README's main job (scripts/demo/demo_bag.py, run by `make demo`), shortened: a synthetic bag, 2 training steps,
-a replay of the last frames through the depth node in a real rclpy graph, depth PNGs, the node's PointCloud2 as
-PLY, accuracy against the bag's exact depth and FPS; then the same script on a given bag with given weights.
+"""The README's main job (scripts/demo/demo_bag.py, run by `make demo`), shortened: a synthetic bag, 2 fine-tune steps
+from the committed start checkpoint, a replay of the last frames through the depth node in a real rclpy graph for the
+fine-tuned, start and untrained networks, depth PNGs, the contact sheet, the node's PointCloud2 as PLY, accuracy
+against the bag's exact depth with the verdict, and FPS; then the same script on a given bag with given weights.
 
 DDS stays on loopback: the script sets ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and this test's own domain id."""
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -41,16 +43,27 @@ def run_demo(*args):
 
 def test_demo_synthetic_bag_then_own_bag_and_weights(tmp_path):
     out = tmp_path / "demo"
-    text = run_demo("--out", str(out), "--steps", "2", "--frames", "24", "--replay", "3")
+    text = run_demo("--out", str(out), "--steps", "2", "--frames", "24", "--replay", "3", "--sheet-frames", "2")
     res = json.loads((out / "results.json").read_text())
-    assert res["frames"] == 3 and res["camera_height"] == 1.65
-    for name in ("trained", "untrained"):
-        r = res[name]
+    assert res["frames"] == 3 and res["camera_height"] == 1.65 and res["main"] == "fine-tuned"
+    assert list(res["rows"]) == ["fine-tuned", "start (no fine-tune)", "untrained"]
+    assert res["fine_tune"]["steps"] == 2 and "--init-from" in res["fine_tune"]["command"]
+    for name, r in res["rows"].items():
         assert r["frames"] == 3 and r["fps"] > 0
         for kind in ("median", "metric"):  # against the bag's exact depth
             assert 0 < r[kind]["abs_rel"] < 1.5 and 0 <= r[kind]["a1"] <= 1
+    # the verdict follows the targets
+    main = res["rows"]["fine-tuned"]
+    met = (main["median"]["abs_rel"] <= 0.15 and main["median"]["a1"] >= 0.80 and main["metric"]["abs_rel"] <= 0.20
+           and main["metric"]["a1"] >= 0.70)
+    assert res["verdict"] == ("PASS" if met else "FAIL") and f"[demo] {res['verdict']}" in text
     assert "AbsRel" in text and "FPS through the ROS graph" in text
     assert len(list((out / "depth").glob("*.png"))) == 3
+    # the contact sheet: a header of 40 rows, 2 frames of 16 + 2 x 96 rows, colour bars of 44; 4 tiles of 2 x 320
+    sheet = cv2.imread(str(out / "contact_sheet.png"))
+    assert sheet.shape == (40 + 2 * (16 + 192) + 44, 4 * 640 + 3 * 4, 3)
+    report = (out / "report.md").read_text()
+    assert "| fine-tuned |" in report and "| untrained |" in report and res["verdict"] in report
     # The PLY is the node's organised cloud of the last frame: z > 0, within the demo's 80 m range, and each
     # point's pixel (x/z, y/z through K) lies inside the 320x96 image.
     pts = read_ply(out / "cloud.ply")
@@ -66,6 +79,7 @@ def test_demo_synthetic_bag_then_own_bag_and_weights(tmp_path):
     text = run_demo("--out", str(own), "--bag", str(out / "synth_bag"), "--weights",
                     str(out / "untrained.safetensors"), "--replay", "2")
     res = json.loads((own / "results.json").read_text())
-    assert set(res) >= {"trained"} and "untrained" not in res
-    assert res["trained"]["frames"] == 2 and "median" not in res["trained"] and res["camera_height"] is None
-    assert "(no ground truth)" in text and not (own / "train").exists()
+    assert list(res["rows"]) == ["weights"] and res["fine_tune"] is None and res["verdict"] is None
+    assert res["rows"]["weights"]["frames"] == 2 and "median" not in res["rows"]["weights"]
+    assert res["camera_height"] is None
+    assert "(no ground truth)" in text and not (own / "train").exists() and not (own / "contact_sheet.png").exists()

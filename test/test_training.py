@@ -80,7 +80,7 @@ def test_overrides_coerce_and_reject(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["train_dna_b0_640x192", "train_dna_b0_1024x320", "train_dna_b1_640x192",
-                                  "train_dna_b1_1024x320", "train_synthetic"])
+                                  "train_dna_b1_1024x320", "train_synthetic", "finetune_synthetic"])
 def test_shipped_recipes_load(name):
     c = load_config(os.path.join(REPO, "config", "train", f"{name}.yaml"))
     assert c.height % 32 == 0 and c.width % 32 == 0

@@ -14,6 +14,11 @@ docs/training.md for every option). Checkpoints go to OUT/checkpoints/step_XXXXX
 `dna-depth predict --weights` reads); OUT/checkpoints/latest names the newest. Logs: OUT/train_log.csv,
 OUT/val_log.csv, OUT/tensorboard/.
 
+--init-from starts from a checkpoint's weights instead (a fine-tune): the depth network, and the pose network when
+the file has one of the configured pose_model (e.g. `dna-depth convert-official` output, an earlier run's
+model.safetensors or checkpoint folder); optimizer, lr schedule and step count start fresh. --freeze-encoder keeps
+the depth encoder fixed. With --resume, the resumed checkpoint wins and init_from is not used.
+
 --resume continues a run exactly (weights, optimizer, lr schedule, step, RNG states). Without a value it resumes
 from OUT; with one, from a run folder, a checkpoint folder or its model.safetensors. Without --config the
 checkpoint's own config is used (overrides still apply, e.g. num_epochs=50).
@@ -25,6 +30,8 @@ examples:
   dna-depth train --config config/train/train_dna_b0_640x192.yaml data_path=/data/kitti_raw
   dna-depth train --config config/train/train_synthetic.yaml --out runs/synth max_steps=200 batch_size=4
   dna-depth train --resume runs/synth num_epochs=30
+  dna-depth train --config config/train/train_synthetic.yaml --bag my_bag --init-from kitti_b0.safetensors \
+      --out runs/finetune max_steps=300 learning_rate=1e-4 pose_warmup_steps=0
   dna-depth train --config config/train/train_synthetic.yaml --bag drive.mcap_bag --image-topic /camera/image_raw \
       --camera-info-topic /camera/camera_info --out runs/bag max_steps=200"""
 
@@ -36,6 +43,10 @@ def add_arguments(p) -> None:
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
                    help="continue from a checkpoint (default: the newest in OUT)")
     p.add_argument("--out", help="output folder (overrides out_dir)")
+    p.add_argument("--init-from", metavar="CKPT", help="initialise from this checkpoint's weights (sets init_from): "
+                   "depth network, and pose network when the file has one of the configured kind")
+    p.add_argument("--freeze-encoder", action="store_true", help="keep the depth encoder fixed (freeze_encoder: "
+                   "true)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     g = p.add_argument_group("ROS bags (dataset: bag; see docs/rosbag.md)")
     g.add_argument("--bag", nargs="+", metavar="BAG", help="train straight from these ROS 1/ROS 2 bags (sets "
@@ -65,6 +76,10 @@ def run(args) -> int:
         bag_overrides = ["dataset=bag", "bags=[" + ",".join(repr(os.path.abspath(b)) for b in bags) + "]"]
         if not any(o.split("=", 1)[0].strip() in ("split", "val_split") for o in overrides):
             bag_overrides += ["split=bag:train", "val_split=bag:val"]
+    if getattr(args, "init_from", None):
+        bag_overrides.append(f"init_from={os.path.abspath(args.init_from)}")
+    if getattr(args, "freeze_encoder", False):
+        bag_overrides.append("freeze_encoder=true")
     for key, value in (("image_topic", getattr(args, "image_topic", None)),
                        ("camera_info_topic", getattr(args, "camera_info_topic", None)),
                        ("calibration", getattr(args, "calibration", None))):

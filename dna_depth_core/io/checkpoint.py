@@ -7,6 +7,11 @@ JSON: encoder, decoder, normalisation, input size, depth range), ``input_size`` 
 (JSON, may be "{}"), and ``pose_model`` ("resnet18", "lite0" or "small") with ``pose_output_scales`` (JSON:
 ``output_scale``, ``rotation_scale``) when a pose network is stored. Files are written atomically (temporary file +
 rename).
+
+Packed files (``packing`` = "int8-per-channel/1" in the metadata, :func:`save_packed_checkpoint`): the large weight
+tensors of the chosen networks are stored as ``<name>.q`` (int8) and ``<name>.s`` (fp32 scale per output channel,
+symmetric: ``w = q * s``), the other float tensors as fp16. :func:`read_checkpoint` expands them to fp32, so every
+reader (``load_checkpoint``, the trainer's ``init_from``, the node) takes a packed file as it is.
 """
 from __future__ import annotations
 
@@ -27,6 +32,9 @@ from dna_depth_core.models.pose import build_pose_model, list_pose_models, set_o
 from dna_depth_core.models.registry import build_model, list_models
 
 FORMAT = "dna-depth/1"
+PACKING = "int8-per-channel/1"
+#: the tensors that :func:`pack_tensors` stores int8 by default: both encoders' and the pose network's weights
+INT8_PREFIXES = ("depth.encoder.", "pose.")
 
 
 def _plain_state(module: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
@@ -81,10 +89,69 @@ def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]
         fmt = metadata.get("format")
         raise ValueError(f"checkpoint {path}: not a dna-depth checkpoint (format="
                          f"{one_line(repr(fmt), 80)}, expected {FORMAT!r})")
+    packing = metadata.pop("packing", None)
+    if packing is not None:
+        if packing != PACKING:
+            raise ValueError(f"checkpoint {path}: unknown packing {packing!r} (this version reads {PACKING!r})")
+        tensors = unpack_tensors(tensors, path)
     return tensors, metadata
 
 
-def _load_into(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path: str) -> None:
+def pack_tensors(tensors: dict[str, torch.Tensor], int8_prefixes=INT8_PREFIXES,
+                 min_numel: int = 4096) -> dict[str, torch.Tensor]:
+    """``{name: tensor}`` -> packed ``{name: tensor}``: float tensors of at least 2 dimensions and ``min_numel``
+    elements whose name starts with one of ``int8_prefixes`` become ``name.q`` (int8, same shape) and ``name.s``
+    (fp32, ``(shape[0],)``: the largest magnitude of each output channel / 127); the other float tensors become
+    fp16; integer tensors (BatchNorm counters) stay as they are."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in tensors.items():
+        if not v.is_floating_point():
+            out[k] = v
+        elif v.dim() >= 2 and v.numel() >= min_numel and k.startswith(tuple(int8_prefixes)):
+            flat = v.detach().float().reshape(v.shape[0], -1)
+            s = flat.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+            out[k + ".q"] = torch.round(flat / s[:, None]).clamp(-127, 127).to(torch.int8).reshape(v.shape)
+            out[k + ".s"] = s.contiguous()
+        else:
+            out[k] = v.detach().to(torch.float16)
+    return out
+
+
+def unpack_tensors(packed: dict[str, torch.Tensor], path: str = "<packed>") -> dict[str, torch.Tensor]:
+    """The inverse of :func:`pack_tensors` (up to the rounding): fp32 tensors, integer tensors as they are."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in packed.items():
+        if k.endswith(".s") and k[:-2] + ".q" in packed:
+            continue
+        if k.endswith(".q") and v.dtype == torch.int8:
+            name = k[:-2]
+            if name + ".s" not in packed:
+                raise ValueError(f"checkpoint {path}: packed tensor {k} has no scale {name}.s")
+            s = packed[name + ".s"].float()
+            out[name] = (v.float().reshape(v.shape[0], -1) * s[:, None]).reshape(v.shape)
+        else:
+            out[k] = v.float() if v.is_floating_point() else v
+    return out
+
+
+def save_packed_checkpoint(src: str, path: str, provenance: dict[str, Any] | None = None,
+                           int8_prefixes=INT8_PREFIXES) -> None:
+    """Write the checkpoint ``src`` packed (:func:`pack_tensors`) to ``path``, atomically; ``provenance`` replaces
+    the file's provenance (the packing is added to it)."""
+    tensors, metadata = read_checkpoint(src)
+    metadata = dict(metadata)
+    prov = dict(provenance if provenance is not None else json.loads(metadata.get("provenance", "{}")))
+    prov["packing"] = (f"{PACKING}: int8 weights with a per-output-channel scale for tensors starting with "
+                       f"{list(int8_prefixes)} (>= 4096 elements), fp16 for the other float tensors")
+    metadata["provenance"] = json.dumps(prov, sort_keys=True)
+    metadata["packing"] = PACKING
+    packed = pack_tensors(tensors, int8_prefixes)
+    atomic_write(path, lambda tmp: save_file(packed, tmp, metadata=metadata))
+
+
+def load_state_into(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path: str) -> None:
+    """Load the ``prefix``-ed tensors of a checkpoint (``read_checkpoint``) into ``module``: ValueError naming
+    the missing, unexpected or mis-shaped tensors (``path`` names the file in the message)."""
     own = module.state_dict()
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     missing = [k for k in own if k not in state]
@@ -152,7 +219,7 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu",
     if expected_model is not None and config.name != expected_model:
         raise ValueError(f"checkpoint {path}: holds model '{config.name}', expected '{expected_model}'")
     net = build_network(config, path)
-    _load_into(net, tensors, "depth.", path)
+    load_state_into(net, tensors, "depth.", path)
     return net.to(map_location).eval()
 
 
@@ -192,7 +259,7 @@ def load_pose_network(path: str, map_location: str | torch.device = "cpu") -> nn
                          f"{', '.join(list_pose_models())})")
     scales = _pose_scales(metadata, path)
     pose = build_pose_model(kind)
-    _load_into(pose, tensors, "pose.", path)
+    load_state_into(pose, tensors, "pose.", path)
     if scales is not None:  # older files: the default scales (0.01 for both)
         set_output_scales(pose, *scales)
     return pose.to(map_location).eval()

@@ -26,6 +26,7 @@ from dna_depth_core.camera import INTRINSICS_SOURCES
 from dna_depth_core.models.pose import list_pose_models
 
 DEVICES_HELP = "auto (CUDA when present), cpu, cuda, cuda:N"
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclasses.dataclass
@@ -41,6 +42,8 @@ class TrainConfig:
     max_depth: float = 100.0
     num_scales: int = 4                       # disparity scales in the loss (1..4)
     depth_head_bias: Optional[float] = None   # initial bias of the final disparity convs (pre-sigmoid)
+    init_from: Optional[str] = None           # start from a checkpoint's depth (+ pose, when it has one) weights
+    freeze_encoder: bool = False              # the depth encoder stays fixed (no gradient, BatchNorm statistics kept)
 
     # -- pose ---------------------------------------------------------------------------------------------
     frame_ids: list[int] = dataclasses.field(default_factory=lambda: [0, -1, 1])  # target first, then sources
@@ -90,6 +93,7 @@ class TrainConfig:
     grad_clip: Optional[float] = None         # clip the global gradient norm (null: no clipping)
     max_nonfinite: int = 5                    # abort after this many non-finite losses in a row
     amp: bool = True                          # autocast fp16 + GradScaler (CUDA only; ignored on CPU)
+    precision: str = "auto"                   # CPU: auto (bf16 with native bf16, else fp32) | fp32 | bf16 autocast
     channels_last: bool = True                # NHWC memory format for both networks (faster convs, same math)
     sync_batchnorm: bool = False              # SyncBatchNorm under DistributedDataParallel
     device: str = "auto"                      # auto | cpu | cuda | cuda:N
@@ -151,6 +155,8 @@ class TrainConfig:
         need(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1 or null")
         need(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "must be > 0 or null")
         need(self.max_nonfinite >= 1, "max_nonfinite", "must be >= 1")
+        need(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
+        need(self.init_from is None or str(self.init_from).strip() != "", "init_from", "must be a path or null")
         need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"), "device", DEVICES_HELP)
         for key in ("log_every", "image_every", "save_every_epochs", "save_every_steps", "keep_checkpoints"):
             need(getattr(self, key) >= 0, key, "must be >= 0")

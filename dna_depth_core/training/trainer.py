@@ -12,7 +12,14 @@ One training step (Monodepth2 protocol, docs/training.md "One step")::
     step   = backward, optional gradient clipping, Adam; a non-finite loss or gradient skips the step
 
 Both pose pairs go through the pose network in one batched call. Under ``amp`` (CUDA only) the networks run in
-fp16 autocast with a GradScaler; the loss is always computed in fp32.
+fp16 autocast with a GradScaler; on the CPU, ``precision`` bf16 (or auto on a CPU with native bf16,
+:func:`choose_precision`) runs them in bf16 autocast (no scaler: bf16 has fp32's range). The loss is always
+computed in fp32.
+
+``init_from`` starts the networks from a checkpoint's weights (training.networks.init_from_checkpoint) with a fresh
+optimizer, schedule and step count; ``freeze_encoder`` keeps the depth encoder fixed (no gradient, its BatchNorm
+in eval mode, so its weights and statistics stay bit-identical). A resume restores everything from its checkpoint
+and ignores ``init_from``.
 
 The rest of a run lives beside this module: the data (training.datasets), the networks (training.networks), the
 ranks (training.distributed), checkpoints and resume (training.state), the RNGs (training.rng) and the logs
@@ -44,7 +51,8 @@ from dna_depth_core.training.config import TrainConfig
 from dna_depth_core.training.datasets import (EpochSampler, SeededItems, batch_frame, batch_intrinsics,
                                               build_dataset, ground_truth_poses)
 from dna_depth_core.training.distributed import broadcast_buffers, setup_distributed, wrap_networks
-from dna_depth_core.training.networks import build_depth_net, build_pose_net
+from dna_depth_core.machine import CpuIsa, cpu_isa
+from dna_depth_core.training.networks import build_depth_net, build_pose_net, init_from_checkpoint
 from dna_depth_core.training.rng import mix_seed, seed_everything, seeded_rngs
 from dna_depth_core.training.runlog import RunLog
 from dna_depth_core.training.state import (CHECKPOINTS, LATEST, EpochLRSchedule, load_checkpoint_folder,
@@ -57,6 +65,23 @@ LOGGED_PREFIXES = ("photometric/", "smoothness/")
 
 class NonFiniteLossError(RuntimeError):
     """Training aborted: the loss (or the gradient) was NaN/inf in ``max_nonfinite`` consecutive steps."""
+
+
+def choose_precision(precision: str, device: torch.device, amp: bool, isa: CpuIsa | None = None) -> tuple[str, str]:
+    """The arithmetic of the training forward pass: ``(name, why)``, name one of ``"fp32"``, ``"bf16"`` (CPU bf16
+    autocast) or ``"fp16-amp"`` (CUDA autocast + GradScaler, from ``amp``; ``precision`` applies to CPUs only).
+    ``precision: auto`` picks bf16 on a CPU with native bf16 (``machine.CpuIsa.native_bf16``: avx512_bf16 or
+    amx_bf16), fp32 otherwise; ``isa`` is the CPU's (default: this machine's, ``machine.cpu_isa``)."""
+    if device.type == "cuda":
+        return ("fp16-amp", "CUDA with amp: true") if amp else ("fp32", "CUDA with amp: false")
+    if precision == "fp32":
+        return "fp32", "precision: fp32"
+    if precision == "bf16":
+        return "bf16", "precision: bf16"
+    isa = cpu_isa() if isa is None else isa
+    if isa.native_bf16:
+        return "bf16", f"precision: auto and the CPU has native bf16 ({isa.name})"
+    return "fp32", f"precision: auto and the CPU ({isa.name}) has no avx512_bf16 or amx_bf16 (bf16 would be emulated)"
 
 
 def to_device(obj, device: torch.device):
@@ -92,6 +117,7 @@ class Trainer:
         self.out_dir = os.path.abspath(cfg.out_dir)
         self.device = env.device
         self.use_amp = bool(cfg.amp and self.device.type == "cuda")
+        self.precision, self.precision_reason = choose_precision(cfg.precision, self.device, cfg.amp)
 
         # identical initial weights on every rank (DDP broadcasts rank 0's anyway)
         seed_everything(cfg.seed)
@@ -110,7 +136,12 @@ class Trainer:
         self.depth_net = build_depth_net(cfg).to(self.device, memory_format=self.memory_format)
         self.pose_net = (None if cfg.pose_gt else
                          build_pose_net(cfg).to(self.device, memory_format=self.memory_format))
-        params: list = list(self.depth_net.parameters())
+        self.init_info = None
+        if cfg.init_from and resume is None:  # a resume restores every weight from its own checkpoint
+            self.init_info = init_from_checkpoint(self.depth_net, self.pose_net, cfg.init_from)
+        if cfg.freeze_encoder:
+            self.depth_net.encoder.requires_grad_(False)
+        params: list = [p for p in self.depth_net.parameters() if p.requires_grad]
         if self.pose_net is not None:
             if cfg.pose_lr_scale != 1.0:  # two groups; the schedule keeps each group's lr_scale
                 params = [{"params": params, "lr_scale": 1.0},
@@ -150,7 +181,12 @@ class Trainer:
         cfg = self.cfg
         sources = cfg.frame_ids[1:]
         x = batch_frame(batch, "color_aug", 0).contiguous(memory_format=self.memory_format)
-        amp = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else contextlib.nullcontext()
+        if self.use_amp:
+            amp = torch.autocast("cuda", dtype=torch.float16)
+        elif self.precision == "bf16":
+            amp = torch.autocast("cpu", dtype=torch.bfloat16)
+        else:
+            amp = contextlib.nullcontext()
         with amp:
             disps = self.depth_model(x)[: cfg.num_scales]
             pose_out = self.predict_poses(batch, x) if self.pose_model is not None else None
@@ -275,9 +311,13 @@ class Trainer:
         return {"loss": totals[0].item() / n, "photometric/0": totals[1].item() / n}
 
     def _set_train_mode(self, mode: bool) -> None:
+        """Both networks in training (or eval) mode; a frozen encoder stays in eval mode (its BatchNorm keeps
+        its running statistics)."""
         self.depth_model.train(mode)
         if self.pose_model is not None:
             self.pose_model.train(mode)
+        if self.cfg.freeze_encoder:
+            self.depth_net.encoder.eval()
 
     # -- the loop -----------------------------------------------------------------------------------------
     def loader(self, epoch: int, skip_batches: int) -> DataLoader:
@@ -314,6 +354,13 @@ class Trainer:
         cfg, env = self.cfg, self.env
         log = self._open_log()
         total = self.total_steps()
+        self._say(f"precision {self.precision} ({self.precision_reason})")
+        if self.resumed_from is not None and cfg.init_from:
+            self._say(f"resumed from {self.resumed_from}: init_from ({cfg.init_from}) is not used")
+        elif self.init_info is not None:
+            self._say(f"init_from {self.init_info['path']}: depth network loaded; {self.init_info['pose_note']}")
+        if cfg.freeze_encoder:
+            self._say("freeze_encoder: the depth encoder is fixed")
         bar = tqdm(total=total, initial=min(self.step, total), disable=not (cfg.progress and env.is_main),
                    unit="step", dynamic_ncols=True, file=sys.stderr)
         self._set_train_mode(True)
@@ -377,6 +424,7 @@ class Trainer:
                 log.close()
         self._say(f"done: step {self.step}, epoch {self.epoch}; checkpoint {self.last_checkpoint}")
         return {"step": self.step, "epoch": self.epoch, "first_losses": first_losses, "last_loss": last_loss,
+                "precision": self.precision, "precision_reason": self.precision_reason,
                 "val": val, "checkpoint": self.last_checkpoint, "skipped": self.skipped_total,
                 "seconds": time.perf_counter() - t_start}
 

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The main job on an embedded default: synthesise a ROS 2 bag of a street drive, train DNA-Depth (Lite0)
-# self-supervised on it with the synthetic recipe (config/train/train_synthetic.yaml), replay the bag's last frames
-# through the depth node in a real rclpy graph, and save depth PNGs and a PLY point cloud; print the accuracy of
-# the trained and the untrained network against the bag's exact depth, and the FPS through the graph.
+# The main job on an embedded default: synthesise a ROS 2 bag of a street drive, fine-tune the committed start
+# checkpoint (DNA-Depth Lite0 trained on other synthetic streets) on it (config/train/finetune_synthetic.yaml), replay
+# the bag's held-out last frames through the depth node in a real rclpy graph, and write a contact sheet, depth PNGs,
+# a PLY point cloud, results.json and report.md; print the accuracy of the fine-tuned, start and untrained networks
+# against the bag's exact depth, PASS/FAIL against the demo's targets, and the FPS through the graph.
 #
 #   bash scripts/demo/demo.sh                                   # the embedded default (out/demo)
 #   bash scripts/demo/demo.sh --bag MY_BAG --weights CKPT --image-topic /cam/image_raw --camera-info-topic /cam/info
-#   bash scripts/demo/demo.sh --bag MY_BAG --image-topic ... --camera-info-topic ...   # train on your bag, then replay
+#   bash scripts/demo/demo.sh --bag MY_BAG --image-topic ... --camera-info-topic ...   # fine-tune on your bag, replay
 #
 # Every argument goes to scripts/demo/demo_bag.py (--help lists them). DEMO_OUT (default out/demo) and DEMO_STEPS
-# (training steps, default: demo_bag.py's) set the common ones. The ROS graph runs inside a loopback-only network
+# (fine-tune steps, default: demo_bag.py's) set the common ones. The ROS graph runs inside a loopback-only network
 # namespace (unshare -n) where the system allows it, and with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST always.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
