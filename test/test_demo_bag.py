@@ -1,5 +1,5 @@
 """The README's main job (scripts/demo/demo_bag.py, run by `make demo`), shortened: a synthetic bag, 2 fine-tune steps
-from the committed start checkpoint, a replay of the last frames through the depth node in a real rclpy graph for the
+from a start checkpoint made here (the demo's own is built once by demo.sh, not committed), a replay of the last frames through the depth node in a real rclpy graph for the
 fine-tuned, start and untrained networks, depth PNGs, the contact sheet, the node's PointCloud2 as PLY, accuracy
 against the bag's exact depth with the verdict, and FPS; then the same script on a given bag with given weights.
 
@@ -14,6 +14,9 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
+
+import dna_depth_core
 
 pytest.importorskip("rclpy")
 
@@ -42,8 +45,12 @@ def run_demo(*args):
 
 
 def test_demo_synthetic_bag_then_own_bag_and_weights(tmp_path):
+    torch.manual_seed(0)
+    start = tmp_path / "start.safetensors"  # the demo's network (dna_lite0, 320x96), untrained: a start to fine-tune
+    dna_depth_core.save_checkpoint(dna_depth_core.build_model("dna_lite0", height=96, width=320), str(start))
     out = tmp_path / "demo"
-    text = run_demo("--out", str(out), "--steps", "2", "--frames", "24", "--replay", "3", "--sheet-frames", "2")
+    text = run_demo("--out", str(out), "--start", str(start), "--steps", "2", "--frames", "24", "--replay", "3",
+                    "--sheet-frames", "2")
     res = json.loads((out / "results.json").read_text())
     assert res["frames"] == 3 and res["camera_height"] == 1.65 and res["main"] == "fine-tuned"
     assert list(res["rows"]) == ["fine-tuned", "start (no fine-tune)", "untrained"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on an embedded default: synthesise a ROS 2 bag of a street drive, fine-tune the committed start
-# checkpoint (DNA-Depth Lite0 trained on other synthetic streets) on it (config/train/finetune_synthetic.yaml), replay
+# The main job on an embedded default: synthesise a ROS 2 bag of a street drive, fine-tune the start checkpoint
+# (DNA-Depth Lite0 trained on other synthetic streets, built once on first use) on it
+# (config/train/finetune_synthetic.yaml), replay
 # the bag's held-out last frames through the depth node in a real rclpy graph, and write a contact sheet, depth PNGs,
 # a PLY point cloud, results.json and report.md; print the accuracy of the fine-tuned, start and untrained networks
 # against the bag's exact depth, PASS/FAIL against the demo's targets, and the FPS through the graph.
@@ -18,6 +19,14 @@ cd "$(dirname "$0")/../.."
 ARGS=(--out "${DEMO_OUT:-out/demo}")
 if [ -n "${DEMO_STEPS:-}" ]; then ARGS+=(--steps "$DEMO_STEPS"); fi
 ARGS+=("$@")
+# The start checkpoint the fine-tune begins from is built once (not committed: 8.8 MB) unless --start or --weights
+# names another; a measured build took 2006 s wall on one thread of this 2-core VM (docs/training.md).
+START=runs/start_checkpoint/start_lite0_synth.safetensors
+if [[ ! -f "$START" && " $* " != *" --start "* && " $* " != *" --weights "* ]]; then
+  echo "building the demo's start checkpoint once (500 training steps on synthetic streets 3-6; ~15-35 min)" >&2
+  python scripts/demo/make_start_checkpoint.py train --out runs/start_checkpoint/train cpu_threads=2
+  python scripts/demo/make_start_checkpoint.py pack runs/start_checkpoint/train/checkpoints/step_00000500 --out "$START"
+fi
 if unshare -n true 2>/dev/null; then
   exec unshare -n bash -c 'ip link set lo up && exec python scripts/demo/demo_bag.py "$@"' -- "${ARGS[@]}"
 fi

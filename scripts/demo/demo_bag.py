@@ -9,7 +9,7 @@ held-out frames through the depth node in a real rclpy graph, and show and score
 
 1. the bag: a synthetic street drive (street seed 0, 300 frames, 320x96, exact depth and a LiDAR), or --bag;
 2. the fine-tune: `dna-depth train --config config/train/finetune_synthetic.yaml --bag BAG --init-from START`
-   for --steps steps on the bag's first 90 % (by time); START is the committed start checkpoint, trained on other
+   for --steps steps on the bag's first 90 % (by time); START is the start checkpoint (built once by demo.sh), trained on other
    streets only (scripts/demo/make_start_checkpoint.py; --start none: from ImageNet, the synthetic recipe);
 3. the replay: the bag's last --replay frames (never trained on) through dna_depth_ros's depth node, with metric
    depth from the node's ground-plane scale (camera 1.65 m above the road), for the fine-tuned network and, on the
@@ -37,7 +37,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]  # this file is scripts/demo/demo_bag.py
-START = REPO / "scripts" / "demo" / "start_lite0_synth.safetensors"
+#: built once by scripts/demo/demo.sh (scripts/demo/make_start_checkpoint.py), not committed (8.8 MB)
+START = REPO / "runs" / "start_checkpoint" / "start_lite0_synth.safetensors"
 SYNTH_RECIPE = REPO / "config" / "train" / "train_synthetic.yaml"
 #: the demo's targets on the held-out frames: (AbsRel at most, a1 at least)
 TARGETS = {"median": (0.15, 0.80), "metric": (0.20, 0.70)}

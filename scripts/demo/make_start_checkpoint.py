@@ -12,7 +12,7 @@ demo's street.
     # 2. score step 500 on the held-out drive, pack it (int8 weights for the encoders, fp16 for the rest) and write
     #    the provenance (metadata of the file and a JSON sidecar: command, git commit, seeds, steps, sha256)
     python scripts/demo/make_start_checkpoint.py pack runs/start_checkpoint/checkpoints/step_00000500 \\
-        --out data/demo/start_lite0_synth.safetensors
+        --out runs/start_checkpoint/start_lite0_synth.safetensors
 
 KEY=VALUE arguments of `train` override the recipe's options (e.g. cpu_threads=2). The packed file is an ordinary
 dna-depth checkpoint (dna_depth_core.io.checkpoint reads the packing transparently): `init_from`, `dna-depth
