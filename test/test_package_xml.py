@@ -23,7 +23,7 @@ KEYS = {
 }
 ROS_PACKAGES = {"rclpy", "rcl_interfaces", "builtin_interfaces", "std_msgs", "sensor_msgs", "diagnostic_msgs",
                 "lifecycle_msgs", "cv_bridge"}
-NO_KEY = {"safetensors", "onnx"}  # must be explained in package.xml's comment
+NO_KEY = {"safetensors", "onnx", "openvino", "threadpoolctl"}  # must be explained in package.xml's comment
 OWN = {"dna_depth_core", "dna_depth_ros"}
 
 
