@@ -64,7 +64,11 @@ import torch
 import dna_depth_core
 from dna_depth_core.data.synthetic import synthetic_frames
 from dna_depth_core.camera import resize_K
+from dna_depth_core.training.config import load_config
+from dna_depth_core.training.networks import build_depth_net
 from dna_depth_ros.harness import DEFAULT_OUTPUTS, Graph, NodeProcess
+
+SYNTH_RECIPE = Path(__file__).resolve().parents[1] / "config" / "train" / "train_synthetic.yaml"
 
 REPO = Path(__file__).resolve().parents[1]
 KITTI = REPO.parent / "shared" / "data" / "kitti_tiny" / "2011_09_26"
@@ -171,15 +175,16 @@ def node_params(weights: str, args) -> dict:
 
 
 def untrained_checkpoint(weights: str, path: str) -> str:
-    """Save the untrained starting network of ``weights``'s architecture to ``path``: seed 0, ImageNet encoder
-    where its offline weights are installed, disparity head bias -5 (config/train/train_synthetic.yaml)."""
+    """Save the untrained starting network of ``weights``'s architecture to ``path``: the synthetic recipe's start
+    (config/train/train_synthetic.yaml through the trainer's ``build_depth_net``: ImageNet encoder, disparity head
+    bias -5) at seed 0, with a random encoder where no offline ImageNet weights exist for the architecture."""
     cfg = dna_depth_core.load_checkpoint(weights).config
+    overrides = [f"model={cfg.name}", f"height={cfg.height}", f"width={cfg.width}"]
     torch.manual_seed(0)
     try:
-        net = dna_depth_core.build_model(cfg.name, pretrained="imagenet", height=cfg.height, width=cfg.width)
+        net = build_depth_net(load_config(str(SYNTH_RECIPE), overrides))
     except (ImportError, ValueError, FileNotFoundError, RuntimeError):
-        net = dna_depth_core.build_model(cfg.name, height=cfg.height, width=cfg.width)
-    net.set_disparity_bias(-5.0)
+        net = build_depth_net(load_config(str(SYNTH_RECIPE), overrides + ["pretrained=null"]))
     dna_depth_core.save_checkpoint(net, path, provenance={"source": f"untrained start of {os.path.basename(weights)}"})
     return path
 

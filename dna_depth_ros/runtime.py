@@ -51,10 +51,6 @@ __all__ = ["DepthRuntime", "apply_scale_parameter"]
 _TYPE_NAMES = {Image: "sensor_msgs/msg/Image", CompressedImage: "sensor_msgs/msg/CompressedImage"}
 
 
-def _backend_name(estimator: DepthEstimator) -> str:
-    return str(getattr(estimator.backend, "name", type(estimator.backend).__name__))
-
-
 def compressed_topic(node) -> str:
     """image_transport's rule: the compressed stream of an image topic is ``<resolved image>/compressed``, so a
     remapping of ``image`` moves it too."""
@@ -348,7 +344,7 @@ class DepthRuntime:
             camera_info_received=store.received if store is not None else 0,
             camera_info_rejected=store.rejected if store is not None else 0,
             camera_info_problems=new_problems, intrinsics=intrinsics, scale=scale,
-            backend=_backend_name(est) if est is not None else "-", device=str(est.device) if est is not None else "-",
+            backend=est.backend.name if est is not None else "-", device=str(est.device) if est is not None else "-",
             model=str(getattr(est.config, "name", "?")) if est is not None else "-")
 
     def publish_diagnostics(self) -> None:
@@ -374,6 +370,6 @@ class DepthRuntime:
                     self.log.warning(text)
         self._diag_warned = warned
         est = self.estimator
-        hardware = f"{_backend_name(est)} on {est.device}" if est is not None else "-"
+        hardware = f"{est.backend.name} on {est.device}" if est is not None else "-"
         self._diag_pub.publish(to_message(report, f"{self.node.get_fully_qualified_name()}: depth estimation", hardware,
                                           self.node.get_clock().now().to_msg()))
